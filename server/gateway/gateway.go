@@ -1,0 +1,213 @@
+// Package gateway assembles feedgate: it opens the data directory and the
+// store, creates the first admin, builds the broker clients (the sandbox
+// broker where no real credentials are configured), mounts the connect
+// services with authentication, health and reflection on one h2c port, and
+// runs until its context ends, then shuts down in order.
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"connectrpc.com/grpchealth"
+	"connectrpc.com/grpcreflect"
+
+	"github.com/feedgate/feedgate/gen/go/feedgate/v1/feedgatev1connect"
+	"github.com/feedgate/feedgate/server/api"
+	"github.com/feedgate/feedgate/server/auth"
+	"github.com/feedgate/feedgate/server/config"
+	"github.com/feedgate/feedgate/server/store"
+	"github.com/feedgate/feedgate/server/store/sqlitestore"
+)
+
+// Options are the parts of the environment a Gateway uses, injectable for
+// tests.
+type Options struct {
+	Logger *slog.Logger
+	// Stdout receives the first admin's API key on first start.
+	Stdout io.Writer
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Gateway is a running feedgate.
+type Gateway struct {
+	cfg       config.Config
+	opts      Options
+	store     store.Store
+	ln        net.Listener
+	srv       *http.Server
+	drain     context.Context
+	cancel    context.CancelFunc
+	closeOnce sync.Once
+}
+
+// DBFile is the database's file name in the data directory.
+const DBFile = "feedgate.db"
+
+// OpenStore creates the data directory (mode 0700) if needed and opens the
+// store in it.
+func OpenStore(ctx context.Context, dataDir string) (store.Store, error) {
+	if err := os.MkdirAll(dataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", dataDir, err)
+	}
+	st, err := sqlitestore.Open(ctx, filepath.Join(dataDir, DBFile))
+	if err != nil {
+		return nil, fmt.Errorf("database in %s: %w", dataDir, err)
+	}
+	return st, nil
+}
+
+// New builds a gateway and binds its listener, so Addr is known before Run.
+func New(ctx context.Context, cfg config.Config, opts Options) (*Gateway, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Stdout == nil {
+		opts.Stdout = io.Discard
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	st, err := OpenStore(ctx, cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	g := &Gateway{cfg: cfg, opts: opts, store: st}
+	g.drain, g.cancel = context.WithCancel(context.Background())
+	if err := g.firstAdmin(ctx); err != nil {
+		_ = st.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		_ = st.Close()
+		return nil, fmt.Errorf("--addr %s: %w", cfg.Addr, err)
+	}
+	g.ln = ln
+	g.srv = g.httpServer(g.routes())
+	return g, nil
+}
+
+// firstAdmin creates an admin user when the store has no users, and prints
+// its key once.
+func (g *Gateway) firstAdmin(ctx context.Context) error {
+	n, err := g.store.CountUsers(ctx)
+	if err != nil || n > 0 {
+		return err
+	}
+	u, key, err := auth.CreateUser(ctx, g.store, "admin", true, g.opts.Now())
+	if err != nil {
+		return fmt.Errorf("creating the first admin: %w", err)
+	}
+	g.opts.Logger.Info("created the first admin user", "user", u.Name, "user_id", u.ID)
+	_, err = fmt.Fprintf(g.opts.Stdout, "\nfeedgate: first start: created admin user %q. Its API key, shown only this once:\n\n    %s\n\n"+
+		"Send it as \"Authorization: Bearer <key>\". Create more users with: go run ./server users create --name NAME\n\n", u.Name, key.Reveal())
+	return err
+}
+
+// Addr is the address the gateway listens on.
+func (g *Gateway) Addr() string { return g.ln.Addr().String() }
+
+// Store is the gateway's store (for tests and the CLI).
+func (g *Gateway) Store() store.Store { return g.store }
+
+func (g *Gateway) routes() http.Handler {
+	mux := http.NewServeMux()
+	interceptors := connect.WithInterceptors(auth.NewInterceptor(g.store, g.opts.Logger))
+	handlerOpts := []connect.HandlerOption{
+		interceptors,
+		connect.WithReadMaxBytes(1 << 20),
+		// Compress only large responses: small stream messages cost more
+		// CPU to gzip than they save (see shared/toolchain.md).
+		connect.WithCompressMinBytes(8 << 10),
+	}
+	mux.Handle(feedgatev1connect.NewMarketDataServiceHandler(api.NewMarketData(), handlerOpts...))
+	mux.Handle(feedgatev1connect.NewConnectionServiceHandler(api.NewConnection(), handlerOpts...))
+	mux.Handle(feedgatev1connect.NewAdminServiceHandler(api.NewAdmin(), handlerOpts...))
+
+	services := []string{
+		feedgatev1connect.MarketDataServiceName,
+		feedgatev1connect.ConnectionServiceName,
+		feedgatev1connect.AdminServiceName,
+	}
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
+	reflector := grpcreflect.NewStaticReflector(append(services, grpchealth.HealthV1ServiceName)...)
+	mux.Handle(grpcreflect.NewHandlerV1(reflector))
+	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
+	return mux
+}
+
+func (g *Gateway) httpServer(h http.Handler) *http.Server {
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Handler:   h,
+		Protocols: &protocols,
+		// Headers must arrive promptly; bodies and responses have no
+		// deadline because streams are long-lived (RPC deadlines come from
+		// the client's timeout header instead).
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		HTTP2: &http.HTTP2Config{
+			MaxConcurrentStreams: 1000,
+			SendPingTimeout:      30 * time.Second,
+			PingTimeout:          15 * time.Second,
+		},
+		ErrorLog: slog.NewLogLogger(g.opts.Logger.Handler(), slog.LevelWarn),
+	}
+}
+
+// Run serves until ctx ends, then shuts down: open streams are told to end,
+// in-flight requests get cfg.ShutdownTimeout to finish, and the store is
+// closed. It returns nil after a clean shutdown.
+func (g *Gateway) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- g.srv.Serve(g.ln) }()
+	g.opts.Logger.Info("feedgate serving", "addr", g.Addr(), "data_dir", g.cfg.DataDir)
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	shutdownErr := g.shutdown()
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return errors.Join(serveErr, shutdownErr)
+	}
+	return shutdownErr
+}
+
+func (g *Gateway) shutdown() error {
+	var err error
+	g.closeOnce.Do(func() {
+		g.opts.Logger.Info("feedgate shutting down")
+		g.cancel() // streams end cleanly
+		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
+		defer cancel()
+		if e := g.srv.Shutdown(ctx); e != nil {
+			err = errors.Join(err, fmt.Errorf("http shutdown: %w", e))
+			_ = g.srv.Close()
+		}
+		err = errors.Join(err, g.store.Close())
+		g.opts.Logger.Info("feedgate stopped")
+	})
+	return err
+}
+
+// Close shuts a gateway down that was built but never run.
+func (g *Gateway) Close() error {
+	_ = g.ln.Close()
+	return g.shutdown()
+}
