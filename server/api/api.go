@@ -1,33 +1,53 @@
 // Package api implements feedgate's connect handlers: MarketDataService,
 // ConnectionService and AdminService. Handlers are thin: they validate
-// input, call the domain packages and translate domain errors into connect
-// codes in one place (errors.go).
+// input, call the domain packages (connections, feed) and translate domain
+// errors into connect codes in one place (errors.go).
 package api
 
 import (
-	"github.com/feedgate/feedgate/gen/go/feedgate/v1/feedgatev1connect"
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/feedgate/feedgate/server/auth"
+	"github.com/feedgate/feedgate/server/broker"
+	"github.com/feedgate/feedgate/server/connections"
+	"github.com/feedgate/feedgate/server/store"
 )
 
-// MarketData implements feedgatev1connect.MarketDataServiceHandler.
-type MarketData struct {
-	feedgatev1connect.UnimplementedMarketDataServiceHandler
+// Deps are what the handlers need.
+type Deps struct {
+	Conns   *connections.Manager
+	Brokers map[broker.Kind]broker.Client
+	Store   store.Store
+	Logger  *slog.Logger
+	// Drain is cancelled when the server begins to shut down: open streams
+	// end cleanly.
+	Drain context.Context
+	// Heartbeat is the interval of stream heartbeats (default 15 s).
+	Heartbeat time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
 }
 
-// NewMarketData returns the MarketDataService handler.
-func NewMarketData() feedgatev1connect.MarketDataServiceHandler { return &MarketData{} }
-
-// Connection implements feedgatev1connect.ConnectionServiceHandler.
-type Connection struct {
-	feedgatev1connect.UnimplementedConnectionServiceHandler
+func (d *Deps) defaults() {
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	if d.Drain == nil {
+		d.Drain = context.Background()
+	}
+	if d.Heartbeat <= 0 {
+		d.Heartbeat = 15 * time.Second
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
 }
 
-// NewConnection returns the ConnectionService handler.
-func NewConnection() feedgatev1connect.ConnectionServiceHandler { return &Connection{} }
-
-// Admin implements feedgatev1connect.AdminServiceHandler.
-type Admin struct {
-	feedgatev1connect.UnimplementedAdminServiceHandler
+// user returns the authenticated caller. The auth interceptor guarantees
+// one on every feedgate RPC.
+func user(ctx context.Context) store.User {
+	u, _ := auth.UserFrom(ctx)
+	return u
 }
-
-// NewAdmin returns the AdminService handler.
-func NewAdmin() feedgatev1connect.AdminServiceHandler { return &Admin{} }

@@ -25,7 +25,11 @@ import (
 	"github.com/feedgate/feedgate/gen/go/feedgate/v1/feedgatev1connect"
 	"github.com/feedgate/feedgate/server/api"
 	"github.com/feedgate/feedgate/server/auth"
+	"github.com/feedgate/feedgate/server/broker"
+	"github.com/feedgate/feedgate/server/clock"
 	"github.com/feedgate/feedgate/server/config"
+	"github.com/feedgate/feedgate/server/connections"
+	"github.com/feedgate/feedgate/server/sandbox"
 	"github.com/feedgate/feedgate/server/store"
 	"github.com/feedgate/feedgate/server/store/sqlitestore"
 )
@@ -36,8 +40,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Stdout receives the first admin's API key on first start.
 	Stdout io.Writer
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
+	// Clock is the time source; nil means the system clock.
+	Clock clock.Clock
 }
 
 // Gateway is a running feedgate.
@@ -50,6 +54,12 @@ type Gateway struct {
 	drain     context.Context
 	cancel    context.CancelFunc
 	closeOnce sync.Once
+
+	sandbox    *sandbox.Sandbox
+	sandboxLn  net.Listener
+	sandboxSrv *http.Server
+	brokers    map[broker.Kind]broker.Client
+	conns      *connections.Manager
 }
 
 // DBFile is the database's file name in the data directory.
@@ -76,8 +86,8 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Gateway, error)
 	if opts.Stdout == nil {
 		opts.Stdout = io.Discard
 	}
-	if opts.Now == nil {
-		opts.Now = time.Now
+	if opts.Clock == nil {
+		opts.Clock = clock.Real{}
 	}
 	st, err := OpenStore(ctx, cfg.DataDir)
 	if err != nil {
@@ -85,19 +95,69 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Gateway, error)
 	}
 	g := &Gateway{cfg: cfg, opts: opts, store: st}
 	g.drain, g.cancel = context.WithCancel(context.Background())
-	if err := g.firstAdmin(ctx); err != nil {
-		_ = st.Close()
+	if err := g.build(ctx); err != nil {
+		_ = g.closeParts()
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		_ = st.Close()
-		return nil, fmt.Errorf("--addr %s: %w", cfg.Addr, err)
-	}
-	g.ln = ln
 	g.srv = g.httpServer(g.routes())
 	return g, nil
 }
+
+// build makes every part; on error the caller closes what was made.
+func (g *Gateway) build(ctx context.Context) error {
+	ln, err := net.Listen("tcp", g.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("--addr %s: %w", g.cfg.Addr, err)
+	}
+	g.ln = ln
+	sealer, err := g.sealer(ctx)
+	if err != nil {
+		return err
+	}
+	if err := g.firstAdmin(ctx); err != nil {
+		return err
+	}
+	if err := g.startSandbox(); err != nil {
+		return err
+	}
+	if err := g.buildBrokers(); err != nil {
+		return err
+	}
+	g.conns, err = connections.New(connections.Config{
+		Store: g.store, Sealer: sealer, Brokers: g.brokers, Clock: g.opts.Clock,
+		Logger:                g.opts.Logger.With("component", "connections"),
+		ValidationTTL:         g.cfg.ValidationTTL,
+		ValidationInterval:    g.cfg.ValidationInterval,
+		ValidationConcurrency: g.cfg.ValidationConcurrency,
+	})
+	if err != nil {
+		return err
+	}
+	return g.conns.Start(ctx)
+}
+
+// closeParts closes whatever build made, in reverse order.
+func (g *Gateway) closeParts() error {
+	var err error
+	if g.conns != nil {
+		g.conns.Close()
+	}
+	if g.sandboxSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = errors.Join(err, g.sandboxSrv.Shutdown(ctx))
+		cancel()
+		err = errors.Join(err, g.sandbox.Close())
+	} else if g.sandboxLn != nil {
+		_ = g.sandboxLn.Close()
+	}
+	if g.ln != nil {
+		_ = g.ln.Close()
+	}
+	return errors.Join(err, g.store.Close())
+}
+
+// Conns is the connection lifecycle manager (for tests).
+func (g *Gateway) Conns() *connections.Manager { return g.conns }
 
 // firstAdmin creates an admin user when the store has no users, and prints
 // its key once.
@@ -106,7 +166,7 @@ func (g *Gateway) firstAdmin(ctx context.Context) error {
 	if err != nil || n > 0 {
 		return err
 	}
-	u, key, err := auth.CreateUser(ctx, g.store, "admin", true, g.opts.Now())
+	u, key, err := auth.CreateUser(ctx, g.store, "admin", true, g.opts.Clock.Now())
 	if err != nil {
 		return fmt.Errorf("creating the first admin: %w", err)
 	}
@@ -132,9 +192,16 @@ func (g *Gateway) routes() http.Handler {
 		// CPU to gzip than they save (see shared/toolchain.md).
 		connect.WithCompressMinBytes(8 << 10),
 	}
-	mux.Handle(feedgatev1connect.NewMarketDataServiceHandler(api.NewMarketData(), handlerOpts...))
-	mux.Handle(feedgatev1connect.NewConnectionServiceHandler(api.NewConnection(), handlerOpts...))
-	mux.Handle(feedgatev1connect.NewAdminServiceHandler(api.NewAdmin(), handlerOpts...))
+	deps := &api.Deps{
+		Conns: g.conns, Brokers: g.brokers, Store: g.store, Drain: g.drain,
+		Logger: g.opts.Logger, Heartbeat: g.cfg.HeartbeatInterval, Now: g.opts.Clock.Now,
+	}
+	mux.Handle(feedgatev1connect.NewMarketDataServiceHandler(api.NewMarketData(deps), handlerOpts...))
+	mux.Handle(feedgatev1connect.NewConnectionServiceHandler(api.NewConnection(deps), handlerOpts...))
+	mux.Handle(feedgatev1connect.NewAdminServiceHandler(api.NewAdmin(deps), handlerOpts...))
+	for kind := range g.brokers {
+		mux.Handle(callbackPath(kind), g.oauthCallback(kind))
+	}
 
 	services := []string{
 		feedgatev1connect.MarketDataServiceName,
@@ -200,14 +267,11 @@ func (g *Gateway) shutdown() error {
 			err = errors.Join(err, fmt.Errorf("http shutdown: %w", e))
 			_ = g.srv.Close()
 		}
-		err = errors.Join(err, g.store.Close())
+		err = errors.Join(err, g.closeParts())
 		g.opts.Logger.Info("feedgate stopped")
 	})
 	return err
 }
 
 // Close shuts a gateway down that was built but never run.
-func (g *Gateway) Close() error {
-	_ = g.ln.Close()
-	return g.shutdown()
-}
+func (g *Gateway) Close() error { return g.shutdown() }

@@ -83,6 +83,17 @@ func (c *Client) OptionChain(ctx context.Context, cr broker.Credentials, underly
 	err = c.caller.Do(ctx, c.request(cr, op, http.MethodGet, "/data/options-chain-v3", q), func(b []byte) error {
 		return decodeChain(b, day.Format("02-01-2006"), &data)
 	})
+	if be, ok := broker.AsError(err); ok && be.Class == broker.ClassBadInput {
+		// An invalid-symbol answer is about the underlying; any other
+		// invalid-parameter answer can only be about the expiry timestamp
+		// (strikecount and greeks are fixed).
+		switch be.Field {
+		case "instrument_key":
+			be.Field = "underlying_key"
+		case "":
+			be.Field = "expiry_date"
+		}
+	}
 	if err != nil {
 		return nil, err
 	}

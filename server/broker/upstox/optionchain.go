@@ -60,10 +60,13 @@ func (c *Client) OptionChain(ctx context.Context, cr broker.Credentials, underly
 			return err
 		}
 		if len(env.Data) == 0 {
-			return &broker.Error{Class: broker.ClassBadInput, Field: "expiry_date", Message: "not a listed expiry"}
+			return &broker.Error{Class: broker.ClassBadInput, Field: "expiry_date", Message: "not a listed expiry of this underlying"}
 		}
 		return nil
 	})
+	if be, ok := broker.AsError(err); ok && be.Class == broker.ClassBadInput && be.Field == "instrument_key" {
+		be.Field = "underlying_key" // the only instrument key of this call
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,158 @@
+package api
+
+import (
+	"context"
+	"time"
+
+	"connectrpc.com/connect"
+	"golang.org/x/sync/singleflight"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
+	"github.com/feedgate/feedgate/gen/go/feedgate/v1/feedgatev1connect"
+	"github.com/feedgate/feedgate/server/broker"
+)
+
+// MarketData implements feedgatev1connect.MarketDataServiceHandler.
+type MarketData struct {
+	feedgatev1connect.UnimplementedMarketDataServiceHandler
+	d *Deps
+	// chains coalesces identical concurrent option-chain requests of one
+	// user into one broker call.
+	chains singleflight.Group
+}
+
+// NewMarketData returns the MarketDataService handler.
+func NewMarketData(d *Deps) *MarketData {
+	d.defaults()
+	return &MarketData{d: d}
+}
+
+// chainCallTimeout bounds a coalesced broker call, which outlives any one
+// caller's cancellation.
+const chainCallTimeout = 30 * time.Second
+
+// GetOptionChain implements the RPC.
+func (h *MarketData) GetOptionChain(ctx context.Context, req *connect.Request[feedgatev1.GetOptionChainRequest]) (*connect.Response[feedgatev1.GetOptionChainResponse], error) {
+	res, err := h.getOptionChain(ctx, req.Msg)
+	if err != nil {
+		return nil, toConnect(ctx, h.d.Logger, req.Spec().Procedure, err)
+	}
+	return connect.NewResponse(res), nil
+}
+
+func (h *MarketData) getOptionChain(ctx context.Context, m *feedgatev1.GetOptionChainRequest) (*feedgatev1.GetOptionChainResponse, error) {
+	kind, err := brokerKind(m.GetBroker())
+	if err != nil {
+		return nil, err
+	}
+	c, err := h.d.client(kind)
+	if err != nil {
+		return nil, err
+	}
+	if err := validKey(c, "underlying_key", m.GetUnderlyingKey()); err != nil {
+		return nil, err
+	}
+	if err := validDate("expiry_date", m.GetExpiryDate()); err != nil {
+		return nil, err
+	}
+	u := user(ctx)
+	// Fail fast, before joining a flight, when the connection is dead.
+	if _, err := h.d.Conns.Session(ctx, u.ID, kind); err != nil {
+		return nil, err
+	}
+	flight := u.ID + "\x00" + string(kind) + "\x00" + m.GetUnderlyingKey() + "\x00" + m.GetExpiryDate()
+	ch := h.chains.DoChan(flight, func() (any, error) {
+		// The shared call is not cancelled by one caller leaving; it keeps
+		// the first caller's deadline if that is sooner.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), chainCallTimeout)
+		defer cancel()
+		if dl, ok := ctx.Deadline(); ok {
+			cctx, cancel = context.WithDeadline(cctx, dl)
+			defer cancel()
+		}
+		var chain *broker.OptionChain
+		err := h.d.Conns.Call(cctx, u.ID, kind, "option chain", func(ctx context.Context, cr broker.Credentials) error {
+			var err error
+			chain, err = c.OptionChain(ctx, cr, m.GetUnderlyingKey(), m.GetExpiryDate())
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		return chainProto(kind, chain, h.d.Now()), nil
+	})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.(*feedgatev1.GetOptionChainResponse), nil
+	}
+}
+
+func chainProto(kind broker.Kind, c *broker.OptionChain, now time.Time) *feedgatev1.GetOptionChainResponse {
+	res := &feedgatev1.GetOptionChainResponse{
+		UnderlyingKey:       c.UnderlyingKey,
+		UnderlyingSpotPrice: c.UnderlyingSpot,
+		ExpiryDate:          c.ExpiryDate,
+		Broker:              brokerProto(kind),
+		FetchedAt:           timestamppb.New(now),
+		Strikes:             make([]*feedgatev1.OptionStrike, len(c.Strikes)),
+	}
+	for i, s := range c.Strikes {
+		res.Strikes[i] = &feedgatev1.OptionStrike{StrikePrice: s.StrikePrice, Call: sideProto(s.Call), Put: sideProto(s.Put), Pcr: s.PCR}
+	}
+	return res
+}
+
+func sideProto(s *broker.OptionSide) *feedgatev1.OptionSide {
+	if s == nil {
+		return nil
+	}
+	return &feedgatev1.OptionSide{
+		InstrumentKey: s.InstrumentKey, Ltp: s.LTP, ClosePrice: s.ClosePrice, Volume: s.Volume, Oi: s.OI, PrevOi: s.PrevOI,
+		BidPrice: s.BidPrice, BidQty: s.BidQty, AskPrice: s.AskPrice, AskQty: s.AskQty,
+		Delta: s.Delta, Gamma: s.Gamma, Theta: s.Theta, Vega: s.Vega, Iv: s.IV,
+	}
+}
+
+// GetQuotes implements the RPC.
+func (h *MarketData) GetQuotes(ctx context.Context, req *connect.Request[feedgatev1.GetQuotesRequest]) (*connect.Response[feedgatev1.GetQuotesResponse], error) {
+	res, err := h.getQuotes(ctx, req.Msg)
+	if err != nil {
+		return nil, toConnect(ctx, h.d.Logger, req.Spec().Procedure, err)
+	}
+	return connect.NewResponse(res), nil
+}
+
+func (h *MarketData) getQuotes(ctx context.Context, m *feedgatev1.GetQuotesRequest) (*feedgatev1.GetQuotesResponse, error) {
+	kind, err := brokerKind(m.GetBroker())
+	if err != nil {
+		return nil, err
+	}
+	c, err := h.d.client(kind)
+	if err != nil {
+		return nil, err
+	}
+	keys, err := validKeys(c, "instrument_keys", m.GetInstrumentKeys(), broker.MaxQuoteKeys)
+	if err != nil {
+		return nil, err
+	}
+	var q *broker.Quotes
+	err = h.d.Conns.Call(ctx, user(ctx).ID, kind, "quotes", func(ctx context.Context, cr broker.Credentials) error {
+		var err error
+		q, err = c.Quotes(ctx, cr, keys)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	res := &feedgatev1.GetQuotesResponse{Quotes: make([]*feedgatev1.Quote, len(q.Quotes)), UnknownKeys: q.Unknown}
+	for i, x := range q.Quotes {
+		res.Quotes[i] = &feedgatev1.Quote{InstrumentKey: x.InstrumentKey, Ltp: x.LTP, ClosePrice: x.ClosePrice, Volume: x.Volume, Oi: x.OI}
+	}
+	return res, nil
+}
