@@ -143,9 +143,9 @@ func (g *Gateway) closeParts() error {
 		g.conns.Close()
 	}
 	if g.sandboxSrv != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err = errors.Join(err, g.sandboxSrv.Shutdown(ctx))
-		cancel()
+		// The gateway has stopped calling it: close at once rather than wait
+		// for connections its clients dialled but never used.
+		_ = g.sandboxSrv.Close()
 		err = errors.Join(err, g.sandbox.Close())
 	} else if g.sandboxLn != nil {
 		_ = g.sandboxLn.Close()
