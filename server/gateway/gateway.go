@@ -20,7 +20,6 @@ import (
 
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
-	"connectrpc.com/grpcreflect"
 
 	"github.com/feedgate/feedgate/gen/go/feedgate/v1/feedgatev1connect"
 	"github.com/feedgate/feedgate/server/api"
@@ -29,6 +28,7 @@ import (
 	"github.com/feedgate/feedgate/server/clock"
 	"github.com/feedgate/feedgate/server/config"
 	"github.com/feedgate/feedgate/server/connections"
+	"github.com/feedgate/feedgate/server/reflection"
 	"github.com/feedgate/feedgate/server/sandbox"
 	"github.com/feedgate/feedgate/server/store"
 	"github.com/feedgate/feedgate/server/store/sqlitestore"
@@ -99,7 +99,12 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Gateway, error)
 		_ = g.closeParts()
 		return nil, err
 	}
-	g.srv = g.httpServer(g.routes())
+	h, err := g.routes()
+	if err != nil {
+		_ = g.closeParts()
+		return nil, err
+	}
+	g.srv = g.httpServer(h)
 	return g, nil
 }
 
@@ -182,7 +187,7 @@ func (g *Gateway) Addr() string { return g.ln.Addr().String() }
 // Store is the gateway's store (for tests and the CLI).
 func (g *Gateway) Store() store.Store { return g.store }
 
-func (g *Gateway) routes() http.Handler {
+func (g *Gateway) routes() (http.Handler, error) {
 	mux := http.NewServeMux()
 	interceptors := connect.WithInterceptors(auth.NewInterceptor(g.store, g.opts.Logger))
 	handlerOpts := []connect.HandlerOption{
@@ -209,10 +214,14 @@ func (g *Gateway) routes() http.Handler {
 		feedgatev1connect.AdminServiceName,
 	}
 	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
-	reflector := grpcreflect.NewStaticReflector(append(services, grpchealth.HealthV1ServiceName)...)
-	mux.Handle(grpcreflect.NewHandlerV1(reflector))
-	mux.Handle(grpcreflect.NewHandlerV1Alpha(reflector))
-	return mux
+	refl, err := reflection.Handlers(append(services, grpchealth.HealthV1ServiceName)...)
+	if err != nil {
+		return nil, err
+	}
+	for path, h := range refl {
+		mux.Handle(path, h)
+	}
+	return mux, nil
 }
 
 func (g *Gateway) httpServer(h http.Handler) *http.Server {
