@@ -12,12 +12,14 @@ import (
 	"github.com/feedgate/feedgate/server/auth"
 	"github.com/feedgate/feedgate/server/broker"
 	"github.com/feedgate/feedgate/server/connections"
+	"github.com/feedgate/feedgate/server/feed"
 	"github.com/feedgate/feedgate/server/store"
 )
 
 // Deps are what the handlers need.
 type Deps struct {
 	Conns   *connections.Manager
+	Hub     *feed.Hub
 	Brokers map[broker.Kind]broker.Client
 	Store   store.Store
 	Logger  *slog.Logger

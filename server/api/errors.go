@@ -12,6 +12,7 @@ import (
 	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
 	"github.com/feedgate/feedgate/server/broker"
 	"github.com/feedgate/feedgate/server/connections"
+	"github.com/feedgate/feedgate/server/feed"
 )
 
 // inputError is a request field the caller must correct.
@@ -76,6 +77,16 @@ func toConnect(ctx context.Context, logger *slog.Logger, procedure string, err e
 		return connect.NewError(connect.CodeInvalidArgument, errors.New(le.Error()))
 	case errors.As(err, &be):
 		return brokerToConnect(ctx, logger, procedure, be)
+	case errors.Is(err, feed.ErrHubClosed):
+		return connect.NewError(connect.CodeUnavailable, errors.New("server is shutting down: reconnect"))
+	}
+	if fe, ok := feed.AsInputError(err); ok {
+		return connect.NewError(connect.CodeInvalidArgument, errors.New(fe.Error()))
+	}
+	if le, ok := feed.AsLimitError(err); ok {
+		return connect.NewError(connect.CodeResourceExhausted, errors.New(le.Error()))
+	}
+	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return connect.NewError(connect.CodeDeadlineExceeded, errors.New("deadline exceeded"))
 	case errors.Is(err, context.Canceled):

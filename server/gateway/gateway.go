@@ -28,6 +28,8 @@ import (
 	"github.com/feedgate/feedgate/server/clock"
 	"github.com/feedgate/feedgate/server/config"
 	"github.com/feedgate/feedgate/server/connections"
+	"github.com/feedgate/feedgate/server/feed"
+	"github.com/feedgate/feedgate/server/metrics"
 	"github.com/feedgate/feedgate/server/reflection"
 	"github.com/feedgate/feedgate/server/sandbox"
 	"github.com/feedgate/feedgate/server/store"
@@ -60,6 +62,8 @@ type Gateway struct {
 	sandboxSrv *http.Server
 	brokers    map[broker.Kind]broker.Client
 	conns      *connections.Manager
+	hub        *feed.Hub
+	metrics    *metrics.Registry
 }
 
 // DBFile is the database's file name in the data directory.
@@ -138,12 +142,29 @@ func (g *Gateway) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return g.conns.Start(ctx)
+	if err := g.conns.Start(ctx); err != nil {
+		return err
+	}
+	dialers := make(map[broker.Kind]broker.FeedDialer)
+	for kind, c := range g.brokers {
+		if d, ok := c.(broker.FeedDialer); ok {
+			dialers[kind] = d
+		}
+	}
+	g.metrics = metrics.NewRegistry()
+	g.hub, err = feed.New(feed.Config{
+		Conns: g.conns, Dialers: dialers, Metrics: metrics.NewFeed(g.metrics), Clock: g.opts.Clock,
+		Logger: g.opts.Logger.With("component", "feed"),
+	})
+	return err
 }
 
 // closeParts closes whatever build made, in reverse order.
 func (g *Gateway) closeParts() error {
 	var err error
+	if g.hub != nil {
+		err = errors.Join(err, g.hub.Close())
+	}
 	if g.conns != nil {
 		g.conns.Close()
 	}
@@ -198,7 +219,7 @@ func (g *Gateway) routes() (http.Handler, error) {
 		connect.WithCompressMinBytes(8 << 10),
 	}
 	deps := &api.Deps{
-		Conns: g.conns, Brokers: g.brokers, Store: g.store, Drain: g.drain,
+		Conns: g.conns, Hub: g.hub, Brokers: g.brokers, Store: g.store, Drain: g.drain,
 		Logger: g.opts.Logger, Heartbeat: g.cfg.HeartbeatInterval, Now: g.opts.Clock.Now,
 	}
 	mux.Handle(feedgatev1connect.NewMarketDataServiceHandler(api.NewMarketData(deps), handlerOpts...))
@@ -207,6 +228,7 @@ func (g *Gateway) routes() (http.Handler, error) {
 	for kind := range g.brokers {
 		mux.Handle(callbackPath(kind), g.oauthCallback(kind))
 	}
+	mux.Handle("/metrics", g.metrics.Handler())
 
 	services := []string{
 		feedgatev1connect.MarketDataServiceName,
