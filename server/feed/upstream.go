@@ -276,9 +276,21 @@ func (u *upstream) run() {
 			conn, err = u.dialer.DialFeed(u.ctx, sess.Creds, u.hub.cfg.FeedOptions)
 			if err == nil {
 				var got bool
+				began := time.Now()
 				got, err = u.serve(conn)
 				if got {
 					attempt = 0
+				}
+				// A connection that was live for a while gets one immediate,
+				// silent retry: a socket closed by the broker is often the
+				// token dying (the next authorize answers 401 within
+				// milliseconds), and streams should see AUTH_REQUIRED, not a
+				// RECONNECTING that is over at once. A retry that fails too
+				// backs off as usual.
+				if got && time.Since(began) >= time.Second && u.ctx.Err() == nil && !broker.IsAuthDead(err) {
+					log.Debug("feed: upstream closed, retrying at once", "err", err)
+					attempt = 1
+					continue
 				}
 			}
 			if u.ctx.Err() != nil {
