@@ -34,11 +34,7 @@ const chainCallTimeout = 30 * time.Second
 
 // GetOptionChain implements the RPC.
 func (h *MarketData) GetOptionChain(ctx context.Context, req *connect.Request[feedgatev1.GetOptionChainRequest]) (*connect.Response[feedgatev1.GetOptionChainResponse], error) {
-	res, err := h.getOptionChain(ctx, req.Msg)
-	if err != nil {
-		return nil, toConnect(ctx, h.d.Logger, req.Spec().Procedure, err)
-	}
-	return connect.NewResponse(res), nil
+	return unary(ctx, h.d, req, h.getOptionChain)
 }
 
 func (h *MarketData) getOptionChain(ctx context.Context, m *feedgatev1.GetOptionChainRequest) (*feedgatev1.GetOptionChainResponse, error) {
@@ -121,11 +117,7 @@ func sideProto(s *broker.OptionSide) *feedgatev1.OptionSide {
 
 // GetQuotes implements the RPC.
 func (h *MarketData) GetQuotes(ctx context.Context, req *connect.Request[feedgatev1.GetQuotesRequest]) (*connect.Response[feedgatev1.GetQuotesResponse], error) {
-	res, err := h.getQuotes(ctx, req.Msg)
-	if err != nil {
-		return nil, toConnect(ctx, h.d.Logger, req.Spec().Procedure, err)
-	}
-	return connect.NewResponse(res), nil
+	return unary(ctx, h.d, req, h.getQuotes)
 }
 
 func (h *MarketData) getQuotes(ctx context.Context, m *feedgatev1.GetQuotesRequest) (*feedgatev1.GetQuotesResponse, error) {

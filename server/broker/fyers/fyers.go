@@ -11,7 +11,6 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/feedgate/feedgate/server/broker"
@@ -57,18 +56,11 @@ var _ broker.Client = (*Client)(nil)
 
 // New validates cfg and returns a Client.
 func New(cfg Config) (*Client, error) {
-	if cfg.AppID == "" {
-		return nil, errors.New("fyers: AppID is required")
+	if err := broker.RequireAppID(broker.Fyers, "AppID", cfg.AppID); err != nil {
+		return nil, err
 	}
 	if cfg.BaseURL == "" {
 		cfg.BaseURL = DefaultBaseURL
-	}
-	u, err := url.Parse(cfg.BaseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, errors.New("fyers: BaseURL must be an absolute http(s) URL")
-	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second}
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -76,21 +68,13 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Limits == nil {
 		cfg.Limits = DefaultLimits
 	}
-	lim, err := ratelimit.New(cfg.Limits)
+	caller, base, err := broker.NewCaller(broker.CallerConfig{
+		Broker: broker.Fyers, Classify: classify, BaseURL: cfg.BaseURL, HTTPClient: cfg.HTTPClient, Now: cfg.Now, Limits: cfg.Limits,
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &Client{
-		cfg:  cfg,
-		base: strings.TrimRight(cfg.BaseURL, "/"),
-		caller: &broker.Caller{
-			Broker:     broker.Fyers,
-			Classify:   classify,
-			HTTPClient: cfg.HTTPClient,
-			Limiter:    lim,
-			Now:        cfg.Now,
-		},
-	}, nil
+	return &Client{cfg: cfg, base: base, caller: caller}, nil
 }
 
 // Caller returns the client's HTTP caller, so tests and metrics can set its

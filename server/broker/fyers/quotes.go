@@ -3,7 +3,6 @@ package fyers
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
@@ -36,19 +35,9 @@ type quoteEntry struct {
 // leaves out, are reported in Unknown. Bulk quotes carry no OI.
 func (c *Client) Quotes(ctx context.Context, cr broker.Credentials, keys []string) (*broker.Quotes, error) {
 	const op = "quotes"
-	if len(keys) > broker.MaxQuoteKeys {
-		return nil, badInput(op, "instrument_keys", fmt.Sprintf("at most %d instrument keys", broker.MaxQuoteKeys))
-	}
-	uniq := make([]string, 0, len(keys))
-	seen := make(map[string]bool, len(keys))
-	for _, k := range keys {
-		if err := ValidateInstrumentKey(k); err != nil {
-			return nil, badInput(op, "instrument_keys", err.Error())
-		}
-		if !seen[k] {
-			seen[k] = true
-			uniq = append(uniq, k)
-		}
+	uniq, err := broker.UniqueKeys(broker.Fyers, op, keys, ValidateInstrumentKey)
+	if err != nil {
+		return nil, err
 	}
 	batches := make([][]quoteEntry, (len(uniq)+quotesPerCall-1)/quotesPerCall)
 	g, gctx := errgroup.WithContext(ctx)

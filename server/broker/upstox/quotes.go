@@ -2,7 +2,6 @@ package upstox
 
 import (
 	"context"
-	"fmt"
 	"net/url"
 	"strings"
 
@@ -23,19 +22,9 @@ type ltpEntry struct {
 // and volume for at most broker.MaxQuoteKeys keys in one call.
 func (c *Client) Quotes(ctx context.Context, cr broker.Credentials, keys []string) (*broker.Quotes, error) {
 	const op = "quotes"
-	if len(keys) > broker.MaxQuoteKeys {
-		return nil, badInput(op, "instrument_keys", fmt.Sprintf("at most %d instrument keys", broker.MaxQuoteKeys))
-	}
-	uniq := make([]string, 0, len(keys))
-	seen := make(map[string]bool, len(keys))
-	for _, k := range keys {
-		if err := ValidateInstrumentKey(k); err != nil {
-			return nil, badInput(op, "instrument_keys", err.Error())
-		}
-		if !seen[k] {
-			seen[k] = true
-			uniq = append(uniq, k)
-		}
+	uniq, err := broker.UniqueKeys(broker.Upstox, op, keys, ValidateInstrumentKey)
+	if err != nil {
+		return nil, err
 	}
 	if len(uniq) == 0 {
 		return &broker.Quotes{}, nil

@@ -59,18 +59,11 @@ var _ broker.Client = (*Client)(nil)
 
 // New validates cfg and returns a Client.
 func New(cfg Config) (*Client, error) {
-	if cfg.ClientID == "" {
-		return nil, errors.New("upstox: ClientID is required")
+	if err := broker.RequireAppID(broker.Upstox, "ClientID", cfg.ClientID); err != nil {
+		return nil, err
 	}
 	if cfg.BaseURL == "" {
 		cfg.BaseURL = DefaultBaseURL
-	}
-	u, err := url.Parse(cfg.BaseURL)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, errors.New("upstox: BaseURL must be an absolute http(s) URL")
-	}
-	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = &http.Client{Timeout: 30 * time.Second}
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -78,21 +71,13 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Limits == nil {
 		cfg.Limits = DefaultLimits
 	}
-	lim, err := ratelimit.New(cfg.Limits)
+	caller, base, err := broker.NewCaller(broker.CallerConfig{
+		Broker: broker.Upstox, Classify: classify, BaseURL: cfg.BaseURL, HTTPClient: cfg.HTTPClient, Now: cfg.Now, Limits: cfg.Limits,
+	})
 	if err != nil {
 		return nil, err
 	}
-	return &Client{
-		cfg:  cfg,
-		base: strings.TrimRight(cfg.BaseURL, "/"),
-		caller: &broker.Caller{
-			Broker:     broker.Upstox,
-			Classify:   classify,
-			HTTPClient: cfg.HTTPClient,
-			Limiter:    lim,
-			Now:        cfg.Now,
-		},
-	}, nil
+	return &Client{cfg: cfg, base: base, caller: caller}, nil
 }
 
 // Caller returns the client's HTTP caller, so tests and metrics can set its
