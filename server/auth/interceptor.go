@@ -74,6 +74,7 @@ func (i *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		}
 		ctx, err := i.authenticate(ctx, req.Spec().Procedure, req.Header().Get("Authorization"))
 		if err != nil {
+			i.refused(ctx, req.Spec().Procedure, req.Peer().Addr, err)
 			return nil, err
 		}
 		return next(ctx, req)
@@ -90,8 +91,14 @@ func (i *Interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
 		ctx, err := i.authenticate(ctx, conn.Spec().Procedure, conn.RequestHeader().Get("Authorization"))
 		if err != nil {
+			i.refused(ctx, conn.Spec().Procedure, conn.Peer().Addr, err)
 			return err
 		}
 		return next(ctx, conn)
 	}
+}
+
+// refused logs a refused call (never the key it carried).
+func (i *Interceptor) refused(ctx context.Context, procedure, peer string, err error) {
+	i.logger.InfoContext(ctx, "rpc refused", "procedure", procedure, "peer", peer, "code", connect.CodeOf(err).String(), "reason", err.Error())
 }

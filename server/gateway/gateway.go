@@ -22,6 +22,7 @@ import (
 	"connectrpc.com/grpchealth"
 
 	"github.com/feedgate/feedgate/gen/go/feedgate/v1/feedgatev1connect"
+	"github.com/feedgate/feedgate/server/accesslog"
 	"github.com/feedgate/feedgate/server/api"
 	"github.com/feedgate/feedgate/server/auth"
 	"github.com/feedgate/feedgate/server/broker"
@@ -210,7 +211,8 @@ func (g *Gateway) Store() store.Store { return g.store }
 
 func (g *Gateway) routes() (http.Handler, error) {
 	mux := http.NewServeMux()
-	interceptors := connect.WithInterceptors(auth.NewInterceptor(g.store, g.opts.Logger))
+	// Authentication first; the access log inside it sees the user.
+	interceptors := connect.WithInterceptors(auth.NewInterceptor(g.store, g.opts.Logger), accesslog.New(g.opts.Logger))
 	handlerOpts := []connect.HandlerOption{
 		interceptors,
 		connect.WithReadMaxBytes(1 << 20),

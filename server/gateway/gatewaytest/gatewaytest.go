@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -48,6 +49,8 @@ type Options struct {
 	// Env is extra environment for config.Load.
 	Env   map[string]string
 	Clock clock.Clock
+	// Logger receives the gateway's logs; nil discards them.
+	Logger *slog.Logger
 }
 
 // Start runs a gateway until the test ends.
@@ -65,7 +68,7 @@ func Start(t testing.TB, o Options) *Env {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var out bytes.Buffer
-	g, err := gateway.New(ctx, cfg, gateway.Options{Stdout: &out, Clock: o.Clock})
+	g, err := gateway.New(ctx, cfg, gateway.Options{Stdout: &out, Clock: o.Clock, Logger: o.Logger})
 	if err != nil {
 		cancel()
 		t.Fatal(err)
