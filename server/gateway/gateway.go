@@ -21,6 +21,7 @@ import (
 	"connectrpc.com/connect"
 	"connectrpc.com/grpchealth"
 
+	"github.com/feedgate/feedgate/client/web"
 	"github.com/feedgate/feedgate/gen/go/feedgate/v1/feedgatev1connect"
 	"github.com/feedgate/feedgate/server/accesslog"
 	"github.com/feedgate/feedgate/server/api"
@@ -231,6 +232,7 @@ func (g *Gateway) routes() (http.Handler, error) {
 		mux.Handle(callbackPath(kind), g.oauthCallback(kind))
 	}
 	mux.Handle("/metrics", g.metrics.Handler())
+	mux.Handle("/", web.Handler()) // the dashboard, built into the binary
 
 	services := []string{
 		feedgatev1connect.MarketDataServiceName,
