@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -221,10 +222,17 @@ func TestHealthAndReflectionNeedNoKey(t *testing.T) {
 			t.Errorf("reflection does not list %s (got %v)", n, names)
 		}
 	}
-	// The error detail type is resolvable, so grpcurl can print it.
-	fd, err := stream.FileContainingSymbol("feedgate.v1.AuthRequired")
-	if err != nil || len(fd) == 0 {
-		t.Errorf("AuthRequired not resolvable by reflection: %v", err)
+	// The error detail type is resolvable, so grpcurl can print it, and it
+	// carries the proto comments, so grpcurl describe shows them.
+	fds, err := stream.FileContainingSymbol("feedgate.v1.AuthRequired")
+	if err != nil || len(fds) == 0 {
+		t.Fatalf("AuthRequired not resolvable by reflection: %v", err)
+	}
+	if loc := fds[0].GetSourceCodeInfo().GetLocation(); len(loc) == 0 || !strings.Contains(fmt.Sprint(loc), "needs a new login") {
+		t.Errorf("reflection serves no comments for %s", fds[0].GetName())
+	}
+	if fds, err := stream.FileContainingSymbol("grpc.health.v1.Health"); err != nil || len(fds) == 0 {
+		t.Errorf("grpc.health.v1.Health not describable: %v", err)
 	}
 }
 
