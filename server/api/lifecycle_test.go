@@ -397,3 +397,29 @@ func TestTokensAreSealedAtRest(t *testing.T) {
 		t.Errorf("missing key file: %v", err)
 	}
 }
+
+func TestTokenKeyRotation(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	const keyA = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	const keyB = "AQECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	e := gatewaytest.Start(t, gatewaytest.Options{DataDir: dir, Env: map[string]string{"FEEDGATE_TOKEN_KEY": keyA}})
+	key := e.NewUser("rot", false)
+	e.Login(e.Clients(key, gatewaytest.Protocols[0]), upstox, "rot")
+	e.Stop()
+	// Rotate: the new key first, the old one still opens existing tokens.
+	e2 := gatewaytest.Start(t, gatewaytest.Options{DataDir: dir, Env: map[string]string{"FEEDGATE_TOKEN_KEY": keyB + "," + keyA}})
+	c := e2.Clients(key, gatewaytest.Protocols[0])
+	if st := connState(t, c, upstox); st.State != feedgatev1.ConnectionState_CONNECTION_STATE_CONNECTED {
+		t.Fatalf("after rotation: %v", st)
+	}
+	_, err := c.MarketData.GetQuotes(context.Background(), connect.NewRequest(&feedgatev1.GetQuotesRequest{Broker: upstox, InstrumentKeys: []string{nifty}}))
+	if err != nil {
+		t.Fatalf("a token sealed with the old key no longer works: %v", err)
+	}
+	e2.Stop()
+	// Dropping the old key while tokens still need it is refused at start.
+	if _, err := startErr(t, dir, map[string]string{"FEEDGATE_TOKEN_KEY": keyB}); err == nil || !strings.Contains(err.Error(), "FEEDGATE_TOKEN_KEY") {
+		t.Errorf("start without the old key: %v", err)
+	}
+}

@@ -102,7 +102,7 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 	dur(&c.SandboxFeedInterval, "sandbox-feed-interval", time.Second, "interval between the sandbox broker's live feed ticks")
 
 	secrets := []secretEnv{
-		{"FEEDGATE_TOKEN_KEY", "base64 of 32 bytes: the key that seals broker tokens at rest (default: a key file created in the data directory)", &c.TokenKey},
+		{"FEEDGATE_TOKEN_KEY", "base64 of 32 bytes: the key that seals broker tokens at rest (default: a key file created in the data directory); \"NEW,OLD\" rotates keys", &c.TokenKey},
 		{"FEEDGATE_UPSTOX_CLIENT_SECRET", "Upstox app's API secret", &c.Upstox.ClientSecret},
 		{"FEEDGATE_FYERS_SECRET", "Fyers app's secret", &c.Fyers.ClientSecret},
 	}
@@ -198,7 +198,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--validation-concurrency %d: want 1 to 64", c.ValidationConcurrency)
 	}
 	if !c.TokenKey.IsZero() {
-		if _, err := DecodeTokenKey(c.TokenKey); err != nil {
+		if _, err := DecodeTokenKeys(c.TokenKey); err != nil {
 			return fmt.Errorf("FEEDGATE_TOKEN_KEY: %v", err)
 		}
 	}
@@ -222,10 +222,25 @@ func (c *Config) BaseURL() string {
 	return "http://" + c.Addr
 }
 
-// DecodeTokenKey decodes FEEDGATE_TOKEN_KEY: standard or URL base64 of
-// exactly 32 bytes.
-func DecodeTokenKey(v secret.Value) ([]byte, error) {
-	s := strings.TrimSpace(v.Reveal())
+// DecodeTokenKeys decodes FEEDGATE_TOKEN_KEY: one key, or several
+// separated by commas to rotate keys (the first seals new tokens; all of
+// them open existing ones).
+func DecodeTokenKeys(v secret.Value) ([][]byte, error) {
+	var keys [][]byte
+	for i, part := range strings.Split(v.Reveal(), ",") {
+		k, err := decodeTokenKey(part)
+		if err != nil {
+			return nil, fmt.Errorf("key %d: %w", i+1, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// decodeTokenKey decodes one key: standard or URL base64 of exactly 32
+// bytes.
+func decodeTokenKey(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
 		if b, err := enc.DecodeString(s); err == nil {
 			if len(b) != 32 {

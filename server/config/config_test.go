@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/feedgate/feedgate/server/secret"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -101,8 +103,15 @@ func TestTokenKeyDecodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k, err := DecodeTokenKey(c.TokenKey)
-	if err != nil || len(k) != 32 || k[31] != 31 {
+	k, err := DecodeTokenKeys(c.TokenKey)
+	if err != nil || len(k) != 1 || len(k[0]) != 32 || k[0][31] != 31 {
 		t.Errorf("key = %v, %v", k, err)
+	}
+	two, err := DecodeTokenKeys(secret.New("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=, AQECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="))
+	if err != nil || len(two) != 2 || two[1][0] != 1 {
+		t.Errorf("rotation keys = %v, %v", two, err)
+	}
+	if _, err := DecodeTokenKeys(secret.New("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=,short")); err == nil || !strings.Contains(err.Error(), "key 2") {
+		t.Errorf("a bad second key: %v", err)
 	}
 }

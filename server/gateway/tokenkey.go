@@ -17,11 +17,11 @@ import (
 // would lose them silently.
 func (g *Gateway) sealer(ctx context.Context) (*seal.Sealer, error) {
 	if !g.cfg.TokenKey.IsZero() {
-		k, err := config.DecodeTokenKey(g.cfg.TokenKey)
+		keys, err := config.DecodeTokenKeys(g.cfg.TokenKey)
 		if err != nil {
 			return nil, fmt.Errorf("FEEDGATE_TOKEN_KEY: %w", err)
 		}
-		return seal.New(k)
+		return seal.New(keys...)
 	}
 	path := filepath.Join(g.cfg.DataDir, seal.KeyFileName)
 	k, err := seal.ReadKeyFile(path)
