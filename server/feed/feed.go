@@ -36,8 +36,14 @@ import (
 	"github.com/feedgate/feedgate/server/clock"
 	"github.com/feedgate/feedgate/server/connections"
 	"github.com/feedgate/feedgate/server/metrics"
+	"github.com/feedgate/feedgate/server/ratelimit"
 	"github.com/feedgate/feedgate/server/store"
 )
+
+// DefaultReconnectBudget allows 20 upstream reconnects a second per
+// broker, across all users: after an outage a thousand users' feeds come
+// back within a minute without a stampede at the broker.
+var DefaultReconnectBudget = []ratelimit.Window{{N: 20, Per: time.Second}, {N: 600, Per: time.Minute}}
 
 // DefaultMaxStreamKeys is the most instrument keys one stream may name, as
 // the public API allows.
@@ -68,6 +74,9 @@ type Config struct {
 	Jitter func(ceiling time.Duration) time.Duration
 	// BackoffBase and BackoffCap shape reconnect backoff (250 ms, 30 s).
 	BackoffBase, BackoffCap time.Duration
+	// ReconnectBudget bounds upstream reconnects per broker across all
+	// users (default DefaultReconnectBudget).
+	ReconnectBudget []ratelimit.Window
 	// FeedOptions are passed to every dial.
 	FeedOptions broker.FeedOptions
 	// MaxStreamKeys bounds one stream's keys (DefaultMaxStreamKeys).
@@ -85,6 +94,8 @@ type Hub struct {
 	ups    map[connections.Key]*upstream
 	closed bool
 	wg     sync.WaitGroup // one per upstream run goroutine
+	// reconnects is the fleet-wide reconnect budget, keyed by broker.
+	reconnects *ratelimit.Limiter
 }
 
 // brokerMetrics are one broker's resolved metric series.
@@ -114,13 +125,21 @@ func New(cfg Config) (*Hub, error) {
 	if cfg.BackoffCap <= 0 {
 		cfg.BackoffCap = DefaultBackoffCap
 	}
+	if cfg.ReconnectBudget == nil {
+		cfg.ReconnectBudget = DefaultReconnectBudget
+	}
 	if cfg.MaxStreamKeys <= 0 {
 		cfg.MaxStreamKeys = DefaultMaxStreamKeys
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	h := &Hub{cfg: cfg, bm: map[broker.Kind]*brokerMetrics{}, ups: map[connections.Key]*upstream{}}
+	// On real time even under a fake clock: it only paces real dials.
+	reconnects, err := ratelimit.New(cfg.ReconnectBudget)
+	if err != nil {
+		return nil, fmt.Errorf("feed: ReconnectBudget: %w", err)
+	}
+	h := &Hub{cfg: cfg, bm: map[broker.Kind]*brokerMetrics{}, ups: map[connections.Key]*upstream{}, reconnects: reconnects}
 	for k := range cfg.Dialers {
 		b := string(k)
 		m := cfg.Metrics
@@ -209,14 +228,15 @@ func (h *Hub) Subscribe(ctx context.Context, userID string, b broker.Kind, keys 
 // upstream's streams with AuthRequired. It runs inside the manager's
 // commit, so it only signals.
 func (h *Hub) onChange(ch connections.Change) {
-	if ch.Conn.State != store.StateDisconnected {
-		return
-	}
 	h.mu.Lock()
 	u := h.ups[ch.Key]
 	h.mu.Unlock()
-	if u != nil {
+	switch {
+	case u == nil:
+	case ch.Conn.State == store.StateDisconnected:
 		u.authLost(ch)
+	case ch.Conn.State == store.StateConnected:
+		u.loggedIn()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -450,4 +451,42 @@ func benchFanOut(b *testing.B, drain bool) {
 	for _, st := range sts {
 		st.Close()
 	}
+}
+
+func TestReloginCutsBackoffShort(t *testing.T) {
+	checkLeaks(t)
+	fc := clock.NewFake(time.Unix(1_700_000_000, 0))
+	e := newFakeEnv(t, func(c *Config) {
+		c.Clock, c.Jitter = fc, func(c time.Duration) time.Duration { return c }
+	})
+	var failing atomic.Bool
+	e.d.dial = func(n int) error {
+		if failing.Load() {
+			return &broker.Error{Class: broker.ClassUpstream, Message: "down"}
+		}
+		return nil
+	}
+	st := e.sub(t, "alice", broker.ModeLTPC, "K")
+	c1 := e.conn(t)
+	nextWithin(t, st, 5*time.Second) // LIVE
+	failing.Store(true)
+	c1.Close()
+	nextWithin(t, st, 5*time.Second) // RECONNECTING
+	eventually(t, "backoff timer armed", func() bool { return fc.Pending() == 1 })
+	dials := e.d.dials()
+	// The user logs in again: the upstream retries now, not after its backoff.
+	failing.Store(false)
+	e.ss.mu.Lock()
+	hooks := e.ss.hooks
+	e.ss.mu.Unlock()
+	for _, h := range hooks {
+		h(connections.Change{Key: connections.Key{UserID: "alice", Broker: broker.Upstox}, Conn: store.Connection{State: store.StateConnected}})
+	}
+	eventually(t, "redial after re-login", func() bool { return e.d.dials() == dials+1 })
+	e.conn(t)
+	ev, _ := nextWithin(t, st, 5*time.Second)
+	if ev.UpstreamState != feedgatev1.UpstreamState_UPSTREAM_STATE_LIVE {
+		t.Fatalf("event %+v, want LIVE", ev)
+	}
+	st.Close()
 }

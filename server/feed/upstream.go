@@ -25,6 +25,7 @@ type upstream struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	want   chan struct{} // capacity 1: the wanted subscriptions changed
+	relog  chan struct{} // capacity 1: the user logged in again
 
 	mu       sync.Mutex
 	streams  map[*Stream]struct{}
@@ -62,7 +63,7 @@ func (r *keyRef) mode() broker.FeedMode {
 func newUpstream(h *Hub, key connections.Key, d broker.FeedDialer, bm *brokerMetrics) *upstream {
 	ctx, cancel := context.WithCancelCause(context.Background())
 	return &upstream{hub: h, key: key, dialer: d, limits: d.FeedLimits(), bm: bm, ctx: ctx, cancel: cancel,
-		want: make(chan struct{}, 1), streams: map[*Stream]struct{}{}, refs: map[string]*keyRef{},
+		want: make(chan struct{}, 1), relog: make(chan struct{}, 1), streams: map[*Stream]struct{}{}, refs: map[string]*keyRef{},
 		state: feedgatev1.UpstreamState_UPSTREAM_STATE_CONNECTING}
 }
 
@@ -206,7 +207,9 @@ func (u *upstream) finish(err error, ae *connections.AuthRequiredError) {
 	}
 }
 
-// sleep waits d on the hub's clock; false if the upstream was cancelled.
+// sleep waits d on the hub's clock, or less if the user logs in again
+// meanwhile (the new token is worth trying at once); false if the upstream
+// was cancelled.
 func (u *upstream) sleep(d time.Duration) bool {
 	if d <= 0 {
 		return u.ctx.Err() == nil
@@ -216,9 +219,20 @@ func (u *upstream) sleep(d time.Duration) bool {
 	select {
 	case <-done:
 		return true
+	case <-u.relog:
+		t.Stop()
+		return u.ctx.Err() == nil
 	case <-u.ctx.Done():
 		t.Stop()
 		return false
+	}
+}
+
+// loggedIn is the OnChange path for a fresh login: cut a backoff short.
+func (u *upstream) loggedIn() {
+	select {
+	case u.relog <- struct{}{}:
+	default:
 	}
 }
 
@@ -273,7 +287,14 @@ func (u *upstream) run() {
 			}
 		} else {
 			var conn broker.FeedConn
-			conn, err = u.dialer.DialFeed(u.ctx, sess.Creds, u.hub.cfg.FeedOptions)
+			if attempt > 0 {
+				// Reconnects of every user share one budget per broker, so an
+				// outage does not end in a stampede of authorize calls.
+				err = u.hub.reconnects.Wait(u.ctx, string(u.key.Broker))
+			}
+			if err == nil {
+				conn, err = u.dialer.DialFeed(u.ctx, sess.Creds, u.hub.cfg.FeedOptions)
+			}
 			if err == nil {
 				var got bool
 				began := time.Now()
