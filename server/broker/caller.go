@@ -195,7 +195,9 @@ func (c *Caller) attempt(ctx context.Context, req *Request, decode func([]byte) 
 	limit := orDefault(c.MaxBody, DefaultMaxBody)
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
-		return &Error{Class: ClassUpstream, HTTPStatus: resp.StatusCode, Message: "reading response failed", Err: err}
+		// A body cut off mid-way (a connection reset) is a transport
+		// failure whatever the status line said, and retried as one.
+		return &Error{Class: ClassUpstream, Message: "reading response failed", Err: err}
 	}
 	if int64(len(b)) > limit {
 		return &Error{Class: ClassUpstream, HTTPStatus: resp.StatusCode, Message: "response too large"}
@@ -232,7 +234,9 @@ func (c *Caller) attempt(ctx context.Context, req *Request, decode func([]byte) 
 // HTTP date, relative to now).
 func ParseRetryAfter(h http.Header, now time.Time) (time.Duration, bool) {
 	if v := h.Get("X-Retry-After-Ms"); v != "" {
-		if ms, err := strconv.ParseInt(v, 10, 64); err == nil && ms >= 0 {
+		// The bound keeps the conversion to a Duration from overflowing
+		// into a negative wait.
+		if ms, err := strconv.ParseInt(v, 10, 64); err == nil && ms >= 0 && ms < 1e12 {
 			return time.Duration(ms) * time.Millisecond, true
 		}
 	}

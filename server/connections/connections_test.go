@@ -95,7 +95,8 @@ func newEnv(t *testing.T, path string, key []byte, fb *fakeBroker, clk *clock.Fa
 		fb = &fakeBroker{kind: broker.Upstox}
 	}
 	fb.now = clk.Now
-	m, err := connections.New(connections.Config{Store: st, Sealer: s, Brokers: map[broker.Kind]broker.Client{broker.Upstox: fb}, Clock: clk})
+	// No background sweep: these tests move the clock by hours and count broker calls.
+	m, err := connections.New(connections.Config{Store: st, Sealer: s, Brokers: map[broker.Kind]broker.Client{broker.Upstox: fb}, Clock: clk, ValidationInterval: 10000 * time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}

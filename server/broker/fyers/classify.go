@@ -74,6 +74,24 @@ func (s *status) failure(httpStatus int) error {
 	return classifyCode(httpStatus, s.Code)
 }
 
+// decodeBody reads a 2xx body into v. When the body does not fit v but its
+// status says the call failed (a dead token answered with an unexpected
+// shape), the status's failure is returned, so such an answer is still
+// classified by its code rather than as an undecodable response.
+func decodeBody(b []byte, v any) error {
+	err := json.Unmarshal(b, v)
+	if err == nil {
+		return nil
+	}
+	var s status
+	if json.Unmarshal(b, &s) == nil {
+		if f := s.failure(http.StatusOK); f != nil {
+			return f
+		}
+	}
+	return err
+}
+
 // classify is the broker.Classifier: 2xx bodies go to the decoder, which
 // checks s in the same pass; everything else is classified here from the
 // status and the body's code (if the body parses).

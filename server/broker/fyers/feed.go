@@ -180,7 +180,7 @@ func (p *pollConn) poll(ctx context.Context, keys []string) error {
 		D []feedQuote `json:"d"`
 	}
 	err := p.c.caller.Do(ctx, p.c.request(p.cr, "feed poll", http.MethodGet, "/data/quotes", q), func(b []byte) error {
-		if err := json.Unmarshal(b, &resp); err != nil {
+		if err := decodeBody(b, &resp); err != nil {
 			return err
 		}
 		return resp.failure(http.StatusOK)

@@ -127,7 +127,7 @@ func (c *Client) ExchangeCode(ctx context.Context, code string) (broker.Token, e
 		Header: http.Header{"Content-Type": {"application/json"}, "Accept": {"application/json"}},
 		Body:   body, Once: true,
 	}, func(b []byte) error {
-		if err := json.Unmarshal(b, &resp); err != nil {
+		if err := decodeBody(b, &resp); err != nil {
 			return err
 		}
 		if err := resp.failure(http.StatusOK); err != nil {
@@ -159,7 +159,7 @@ func (c *Client) Profile(ctx context.Context, cr broker.Credentials) (broker.Pro
 		} `json:"data"`
 	}
 	err := c.caller.Do(ctx, c.request(cr, "profile", http.MethodGet, "/api/v3/profile", nil), func(b []byte) error {
-		if err := json.Unmarshal(b, &resp); err != nil {
+		if err := decodeBody(b, &resp); err != nil {
 			return err
 		}
 		return resp.failure(http.StatusOK)

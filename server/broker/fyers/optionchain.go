@@ -2,7 +2,6 @@ package fyers
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"slices"
@@ -108,7 +107,7 @@ func decodeChain(b []byte, ddmmyyyy string, data *chainData) error {
 		Data *chainData `json:"data"`
 	}
 	resp.Data = data
-	if err := json.Unmarshal(b, &resp); err != nil {
+	if err := decodeBody(b, &resp); err != nil {
 		return err
 	}
 	if err := resp.failure(http.StatusOK); err != nil {

@@ -2,7 +2,6 @@ package fyers
 
 import (
 	"context"
-	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -51,7 +50,7 @@ func (c *Client) Quotes(ctx context.Context, cr broker.Credentials, keys []strin
 					status
 					D []quoteEntry `json:"d"`
 				}
-				if err := json.Unmarshal(b, &resp); err != nil {
+				if err := decodeBody(b, &resp); err != nil {
 					return err
 				}
 				batches[i] = resp.D

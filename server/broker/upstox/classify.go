@@ -144,6 +144,13 @@ func classify(r *broker.Response) *broker.Error {
 // the envelope says error (e.g. UDAPI10005 under 200).
 func decodeInto[T any](body []byte, env *envelope[T]) error {
 	if err := json.Unmarshal(body, env); err != nil {
+		// A failed envelope whose data does not fit T (a dead token
+		// answered with an unexpected shape) is still classified by its
+		// codes, not as an undecodable response.
+		var bare envelope[json.RawMessage]
+		if json.Unmarshal(body, &bare) == nil && bare.failed() {
+			return classifyProblems(http.StatusOK, bare.Errors)
+		}
 		return err
 	}
 	if env.failed() {

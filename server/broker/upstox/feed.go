@@ -57,7 +57,18 @@ func (c *Client) authorizeFeed(ctx context.Context, cr broker.Credentials) (stri
 // DialFeed implements broker.FeedDialer: it authorizes (a fresh one-time
 // URL on every dial, as Upstox requires) and opens the WebSocket. A 401 from
 // authorize, or a 401/403 handshake, is ClassAuthDead.
+//
+// The dial as a whole (authorize and handshake) is bounded by the idle
+// timeout: a network path that went silent must fail the dial, to be
+// retried with backoff, rather than hang the upstream on a dead pooled
+// connection.
 func (c *Client) DialFeed(ctx context.Context, cr broker.Credentials, o broker.FeedOptions) (broker.FeedConn, error) {
+	bound := o.IdleTimeout
+	if bound <= 0 {
+		bound = DefaultFeedIdleTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, bound)
+	defer cancel()
 	uri, err := c.authorizeFeed(ctx, cr)
 	if err != nil {
 		return nil, err

@@ -1,6 +1,7 @@
 package upstox
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -137,11 +138,59 @@ func TestDecodeRejectsGarbage(t *testing.T) {
 	}
 }
 
+// FuzzDecode feeds arbitrary frames to the feed decoder. It proves: no
+// panic; a decoder reused after another frame (as the feed client reuses
+// it) answers exactly as a fresh one, so no state leaks between frames;
+// every tick names a non-empty instrument key that is in the frame; and
+// when the generated types accept the frame, every key the decoder reports
+// is one of its feeds.
 func FuzzDecode(f *testing.F) {
-	b, _ := proto.Marshal(feedResponse(4))
-	f.Add(b)
+	for _, n := range []int{0, 1, 2, 3, 4, 9} {
+		b, _ := proto.Marshal(feedResponse(n))
+		f.Add(b)
+		if len(b) > 3 {
+			f.Add(b[:len(b)-3]) // truncated
+		}
+	}
+	info, _ := proto.Marshal(&feedv3.FeedResponse{Type: feedv3.Type_market_info, CurrentTs: 5,
+		MarketInfo: &feedv3.MarketInfo{SegmentStatus: map[string]feedv3.MarketStatus{"NSE_EQ": feedv3.MarketStatus_NORMAL_OPEN}}})
+	f.Add(info)
+	f.Add([]byte{})
+	f.Add([]byte{0x12, 0x00})       // an empty feeds entry
+	f.Add([]byte{0x12, 0x02, 0x0a}) // an entry cut inside its key
+	warm, _ := proto.Marshal(feedResponse(4))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = newDecoder().decode(b) // must not panic
+		fresh, err := newDecoder().decode(b)
+		reused := newDecoder()
+		if _, err := reused.decode(warm); err != nil {
+			t.Fatal(err)
+		}
+		again, err2 := reused.decode(b)
+		if (err == nil) != (err2 == nil) || len(fresh) != len(again) {
+			t.Fatalf("fresh decoder: %d ticks, %v; reused: %d ticks, %v", len(fresh), err, len(again), err2)
+		}
+		for i := range fresh {
+			if fmt.Sprintf("%+v", fresh[i]) != fmt.Sprintf("%+v", again[i]) { // NaN-safe
+				t.Fatalf("tick %d: fresh %+v, reused %+v", i, fresh[i], again[i])
+			}
+		}
+		if err != nil {
+			return
+		}
+		for _, tk := range fresh {
+			if tk.InstrumentKey == "" || !bytes.Contains(b, []byte(tk.InstrumentKey)) {
+				t.Fatalf("tick key %q is not in the frame", tk.InstrumentKey)
+			}
+		}
+		var ref feedv3.FeedResponse
+		if proto.Unmarshal(b, &ref) != nil {
+			return
+		}
+		for _, tk := range fresh {
+			if _, ok := ref.GetFeeds()[tk.InstrumentKey]; !ok {
+				t.Fatalf("key %q decoded, but the generated types see feeds %v", tk.InstrumentKey, ref.GetFeeds())
+			}
+		}
 	})
 }
 

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every fuzz target of feedgate for FUZZTIME each (default 10s) and
+# prints the inputs each one ran. Usage: server/hardening/fuzzall.sh [10s]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+t=${1:-10s}
+targets=(
+  "./server/broker FuzzParseRetryAfter"
+  "./server/broker/upstox FuzzClassify"
+  "./server/broker/upstox FuzzDecode"
+  "./server/broker/fyers FuzzClassify"
+  "./server/broker/fyers FuzzJWTClaims"
+  "./server/broker/fyers FuzzEpochMs"
+  "./server/seal FuzzSealOpen"
+  "./server/api FuzzRequestValidation"
+  "./server/gateway FuzzOAuthCallback"
+)
+for tg in "${targets[@]}"; do
+  set -- $tg
+  out=$(go test -run '^$' -fuzz "^$2\$" -fuzztime "$t" "$1" 2>&1) || { echo "$out"; echo "FAIL $1 $2"; exit 1; }
+  execs=$(echo "$out" | grep -o 'execs: [0-9]*' | tail -1)
+  echo "$1 $2: $execs in $t"
+done
