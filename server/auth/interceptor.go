@@ -32,8 +32,9 @@ const adminPrefix = "/" + feedgatev1connect.AdminServiceName + "/"
 // AdminService. Mount it on the feedgate services only: health and
 // reflection stay open.
 type Interceptor struct {
-	store  store.Store
-	logger *slog.Logger
+	store   store.Store
+	logger  *slog.Logger
+	streams streams
 }
 
 // NewInterceptor returns the interceptor.
@@ -94,7 +95,15 @@ func (i *Interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 			i.refused(ctx, conn.Spec().Procedure, conn.Peer().Addr, err)
 			return err
 		}
-		return next(ctx, conn)
+		u, _ := UserFrom(ctx)
+		ctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		defer i.streams.add(u.ID, cancel)()
+		err = next(ctx, conn)
+		if errors.Is(context.Cause(ctx), errKeyRevokedCause) {
+			return revokedError()
+		}
+		return err
 	}
 }
 

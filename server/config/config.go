@@ -51,6 +51,7 @@ type Config struct {
 	ValidationConcurrency int
 	ShutdownTimeout       time.Duration
 	SandboxFeedInterval   time.Duration
+	KeyRecheckInterval    time.Duration
 }
 
 // Defaults of the settings.
@@ -100,6 +101,7 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 	fs.IntVar(&c.ValidationConcurrency, "validation-concurrency", 4, "broker probes run at once by a validation sweep")
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown waits for requests to finish")
 	dur(&c.SandboxFeedInterval, "sandbox-feed-interval", time.Second, "interval between the sandbox broker's live feed ticks")
+	dur(&c.KeyRecheckInterval, "key-recheck-interval", 5*time.Second, "how often the API keys of open streams are checked again, so revoking a key ends its streams")
 
 	secrets := []secretEnv{
 		{"FEEDGATE_TOKEN_KEY", "base64 of 32 bytes: the key that seals broker tokens at rest (default: a key file created in the data directory); \"NEW,OLD\" rotates keys", &c.TokenKey},
@@ -188,7 +190,7 @@ func (c *Config) Validate() error {
 	}{
 		{"--heartbeat-interval", c.HeartbeatInterval}, {"--validation-interval", c.ValidationInterval},
 		{"--validation-ttl", c.ValidationTTL}, {"--shutdown-timeout", c.ShutdownTimeout},
-		{"--sandbox-feed-interval", c.SandboxFeedInterval},
+		{"--sandbox-feed-interval", c.SandboxFeedInterval}, {"--key-recheck-interval", c.KeyRecheckInterval},
 	} {
 		if d.v <= 0 {
 			return fmt.Errorf("%s %s: must be positive", d.name, d.v)

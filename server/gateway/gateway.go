@@ -66,6 +66,8 @@ type Gateway struct {
 	conns      *connections.Manager
 	hub        *feed.Hub
 	metrics    *metrics.Registry
+	auth       *auth.Interceptor
+	background sync.WaitGroup
 }
 
 // DBFile is the database's file name in the data directory.
@@ -213,7 +215,8 @@ func (g *Gateway) Store() store.Store { return g.store }
 func (g *Gateway) routes() (http.Handler, error) {
 	mux := http.NewServeMux()
 	// Authentication first; the access log inside it sees the user.
-	interceptors := connect.WithInterceptors(auth.NewInterceptor(g.store, g.opts.Logger), accesslog.New(g.opts.Logger))
+	g.auth = auth.NewInterceptor(g.store, g.opts.Logger)
+	interceptors := connect.WithInterceptors(g.auth, accesslog.New(g.opts.Logger))
 	handlerOpts := []connect.HandlerOption{
 		interceptors,
 		connect.WithReadMaxBytes(1 << 20),
@@ -278,6 +281,11 @@ func (g *Gateway) httpServer(h http.Handler) *http.Server {
 func (g *Gateway) Run(ctx context.Context) error {
 	errc := make(chan error, 1)
 	go func() { errc <- g.srv.Serve(g.ln) }()
+	g.background.Add(1)
+	go func() {
+		defer g.background.Done()
+		g.auth.WatchRevocations(g.drain, g.cfg.KeyRecheckInterval)
+	}()
 	g.opts.Logger.Info("feedgate serving", "addr", g.Addr(), "data_dir", g.cfg.DataDir)
 	var serveErr error
 	select {
@@ -295,7 +303,8 @@ func (g *Gateway) shutdown() error {
 	var err error
 	g.closeOnce.Do(func() {
 		g.opts.Logger.Info("feedgate shutting down")
-		g.cancel() // streams end cleanly
+		g.cancel() // streams end cleanly; background loops stop
+		g.background.Wait()
 		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.ShutdownTimeout)
 		defer cancel()
 		if e := g.srv.Shutdown(ctx); e != nil {
