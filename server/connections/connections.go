@@ -78,7 +78,8 @@ type Manager struct {
 }
 
 // entry is the in-memory state of one connection. mu serialises its
-// writers and guards every field.
+// writers and guards every field. Lock order: an entry's mu before the
+// manager's mu.
 type entry struct {
 	mu     sync.Mutex
 	loaded bool
@@ -162,18 +163,24 @@ func (m *Manager) Start(ctx context.Context) error {
 func (m *Manager) Close() {
 	m.stopOnce.Do(func() {
 		close(m.stop)
+		// Lock order is entry, then manager (a commit publishes while it
+		// holds its entry): never hold m.mu while taking an entry's lock.
 		m.mu.Lock()
+		entries := make([]*entry, 0, len(m.entries))
 		for _, e := range m.entries {
+			entries = append(entries, e)
+		}
+		for w := range m.watch {
+			w.close()
+		}
+		m.mu.Unlock()
+		for _, e := range entries {
 			e.mu.Lock()
 			if e.timer != nil {
 				e.timer.Stop()
 			}
 			e.mu.Unlock()
 		}
-		for w := range m.watch {
-			w.close()
-		}
-		m.mu.Unlock()
 	})
 	m.wg.Wait()
 }
