@@ -34,6 +34,9 @@ var ErrNewerSchema = errors.New("sqlitestore: database schema is newer than this
 type Store struct {
 	w, r   *sql.DB
 	closed atomic.Bool
+	// Statements of the hot reads (every RPC's key lookup, every broker
+	// call's connection lookup), prepared once on the reader pool.
+	userByHash, connByKey *sql.Stmt
 }
 
 var _ store.Store = (*Store)(nil)
@@ -78,7 +81,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	}
 	r.SetMaxOpenConns(4)
 	r.SetMaxIdleConns(4)
-	return &Store{w: w, r: r}, nil
+	s := &Store{w: w, r: r}
+	if s.userByHash, err = r.PrepareContext(ctx, `SELECT `+userColumns+` FROM users WHERE key_hash = ?`); err == nil {
+		s.connByKey, err = r.PrepareContext(ctx, connByKeyQuery)
+	}
+	if err != nil {
+		_ = s.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	return s, nil
 }
 
 type migration struct {
@@ -163,7 +174,13 @@ func (s *Store) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return nil
 	}
-	return errors.Join(s.r.Close(), s.w.Close())
+	var errs []error
+	for _, st := range []*sql.Stmt{s.userByHash, s.connByKey} {
+		if st != nil {
+			errs = append(errs, st.Close())
+		}
+	}
+	return errors.Join(append(errs, s.r.Close(), s.w.Close())...)
 }
 
 func (s *Store) check() error {
@@ -237,7 +254,10 @@ func (s *Store) userWhere(ctx context.Context, where string, arg any) (store.Use
 
 // UserByKeyHash implements store.Store.
 func (s *Store) UserByKeyHash(ctx context.Context, hash [32]byte) (store.User, error) {
-	return s.userWhere(ctx, `key_hash = ?`, hash[:])
+	if err := s.check(); err != nil {
+		return store.User{}, err
+	}
+	return scanUser(s.userByHash.QueryRowContext(ctx, hash[:]))
 }
 
 // UserByID implements store.Store.
@@ -323,8 +343,10 @@ type queryer interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
+const connByKeyQuery = `SELECT ` + connColumns + ` FROM broker_connections WHERE user_id = ? AND broker = ?`
+
 func getConn(ctx context.Context, q queryer, userID string, b broker.Kind) (store.Connection, error) {
-	return scanConn(q.QueryRowContext(ctx, `SELECT `+connColumns+` FROM broker_connections WHERE user_id = ? AND broker = ?`, userID, string(b)))
+	return scanConn(q.QueryRowContext(ctx, connByKeyQuery, userID, string(b)))
 }
 
 // GetConnection implements store.Store.
@@ -332,7 +354,7 @@ func (s *Store) GetConnection(ctx context.Context, userID string, b broker.Kind)
 	if err := s.check(); err != nil {
 		return store.Connection{}, err
 	}
-	return getConn(ctx, s.r, userID, b)
+	return scanConn(s.connByKey.QueryRowContext(ctx, userID, string(b)))
 }
 
 // UpdateConnection implements store.Store. The read, fn and the writes run
