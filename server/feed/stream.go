@@ -31,6 +31,11 @@ type Event struct {
 	// Ticks is set for EventTicks. Its Tick messages are shared between
 	// streams and must not be modified.
 	Ticks *feedgatev1.TickBatch
+	// Wire, when not nil, is Ticks.Ticks in protobuf binary form (each
+	// tick encoded once by the hub, as TickBatch's repeated ticks field),
+	// so a sender using the binary codec need not marshal every shared
+	// tick again for every stream.
+	Wire []byte
 	// UpstreamState is set for EventUpstreamStatus.
 	UpstreamState feedgatev1.UpstreamState
 	// AuthRequired is set for EventAuthRequired.
@@ -44,7 +49,7 @@ const maxQueuedStatuses = 4
 // staged is a tick on its way into a stream's queue.
 type staged struct {
 	slot int32
-	tick *feedgatev1.Tick
+	tick *tickPair
 }
 
 // Stream is one client's subscription. Its queue holds at most one tick per
@@ -67,8 +72,8 @@ type Stream struct {
 	notify    chan struct{} // capacity 1: "something changed"
 
 	mu        sync.Mutex
-	slots     []*feedgatev1.Tick // by key index; nil when nothing queued
-	order     []int32            // queued slots in arrival order
+	slots     []*tickPair // by key index; nil when nothing queued
+	order     []int32     // queued slots in arrival order
 	conflated int64
 	statuses  []feedgatev1.UpstreamState
 	state     feedgatev1.UpstreamState
@@ -80,7 +85,7 @@ type Stream struct {
 
 func newStream(h *Hub, bm *brokerMetrics, keys []string, mode broker.FeedMode) *Stream {
 	return &Stream{hub: h, bm: bm, keys: keys, mode: mode, notify: make(chan struct{}, 1),
-		slots: make([]*feedgatev1.Tick, len(keys)), state: feedgatev1.UpstreamState_UPSTREAM_STATE_CONNECTING}
+		slots: make([]*tickPair, len(keys)), state: feedgatev1.UpstreamState_UPSTREAM_STATE_CONNECTING}
 }
 
 // Keys returns the stream's instrument keys, deduplicated, in request order.
@@ -133,8 +138,23 @@ func (s *Stream) Poll() (ev Event, ok bool, err error) {
 	}
 	if len(s.order) > 0 {
 		ticks := make([]*feedgatev1.Tick, len(s.order))
+		n := 0
+		for _, slot := range s.order {
+			if s.slots[slot].wire == nil {
+				n = -1
+				break
+			}
+			n += len(s.slots[slot].wire)
+		}
+		var wire []byte
+		if n > 0 {
+			wire = make([]byte, 0, n)
+		}
 		for i, slot := range s.order {
-			ticks[i] = s.slots[slot]
+			ticks[i] = &s.slots[slot].t
+			if n > 0 {
+				wire = append(wire, s.slots[slot].wire...)
+			}
 			s.slots[slot] = nil
 		}
 		s.order = s.order[:0]
@@ -142,7 +162,7 @@ func (s *Stream) Poll() (ev Event, ok bool, err error) {
 		s.conflated = 0
 		s.mu.Unlock()
 		s.bm.ticksOut.Add(int64(len(ticks)))
-		return Event{Kind: EventTicks, Ticks: b}, true, nil
+		return Event{Kind: EventTicks, Ticks: b, Wire: wire}, true, nil
 	}
 	s.mu.Unlock()
 	return Event{}, false, nil

@@ -7,6 +7,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
 	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
 	"github.com/feedgate/feedgate/server/broker"
 	"github.com/feedgate/feedgate/server/connections"
@@ -432,14 +435,35 @@ func (u *upstream) sync(ctx context.Context, conn broker.FeedConn, applied map[s
 	return nil
 }
 
-// tickPair allocates a Tick with its Greeks in one allocation.
+// tickPair allocates a Tick with its Greeks in one allocation, with the
+// Tick's encoding (see Event.Wire). It is shared by every stream that wants
+// its shape and never modified after toProto.
 type tickPair struct {
-	t feedgatev1.Tick
-	g feedgatev1.Greeks
+	t    feedgatev1.Tick
+	g    feedgatev1.Greeks
+	wire []byte
 }
 
-// toProto converts t for a stream in LTPC mode (rich false) or a richer one.
-func toProto(t *broker.Tick, rich bool) *feedgatev1.Tick {
+// ticksField is TickBatch's repeated ticks field.
+var ticksField = (&feedgatev1.TickBatch{}).ProtoReflect().Descriptor().Fields().ByName("ticks").Number()
+
+// encodeTick returns t as one element of TickBatch's ticks field in
+// protobuf binary form (see Event.Wire), or nil if t cannot be marshalled.
+func encodeTick(t *feedgatev1.Tick) []byte {
+	size := proto.Size(t)
+	b := make([]byte, 0, protowire.SizeTag(ticksField)+protowire.SizeVarint(uint64(size))+size)
+	b = protowire.AppendTag(b, ticksField, protowire.BytesType)
+	b = protowire.AppendVarint(b, uint64(size))
+	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(b, t)
+	if err != nil {
+		return nil
+	}
+	return b
+}
+
+// toProto converts and encodes t for a stream in LTPC mode (rich false) or
+// a richer one.
+func toProto(t *broker.Tick, rich bool) *tickPair {
 	p := &tickPair{}
 	p.t.InstrumentKey, p.t.Ltp, p.t.LttUnixMs, p.t.Ltq, p.t.ClosePrice = t.InstrumentKey, t.LTP, t.LTTUnixMs, t.LTQ, t.ClosePrice
 	p.t.BrokerTimeUnixNanos = t.BrokerTimeUnixNanos
@@ -451,7 +475,8 @@ func toProto(t *broker.Tick, rich bool) *feedgatev1.Tick {
 			p.t.Greeks = &p.g
 		}
 	}
-	return &p.t
+	p.wire = encodeTick(&p.t)
+	return p
 }
 
 // dispatch fans one upstream batch out to the streams: each tick is
@@ -468,9 +493,9 @@ func (u *upstream) dispatch(ticks []broker.Tick) {
 		if r == nil {
 			continue
 		}
-		var rich, plain *feedgatev1.Tick
+		var rich, plain *tickPair
 		for _, s := range r.subs {
-			var p *feedgatev1.Tick
+			var p *tickPair
 			if s.st.mode == broker.ModeLTPC && t.Mode != broker.ModeLTPC {
 				if plain == nil {
 					plain = toProto(t, false)
