@@ -90,11 +90,14 @@ func (i *Interceptor) WrapStreamingClient(next connect.StreamingClientFunc) conn
 // WrapStreamingHandler implements connect.Interceptor.
 func (i *Interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		ctx, err := i.authenticate(ctx, conn.Spec().Procedure, conn.RequestHeader().Get("Authorization"))
+		authed, err := offStack(func() (context.Context, error) {
+			return i.authenticate(ctx, conn.Spec().Procedure, conn.RequestHeader().Get("Authorization"))
+		})
 		if err != nil {
 			i.refused(ctx, conn.Spec().Procedure, conn.Peer().Addr, err)
 			return err
 		}
+		ctx = authed
 		u, _ := UserFrom(ctx)
 		ctx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
@@ -110,4 +113,23 @@ func (i *Interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 // refused logs a refused call (never the key it carried).
 func (i *Interceptor) refused(ctx context.Context, procedure, peer string, err error) {
 	i.logger.InfoContext(ctx, "rpc refused", "procedure", procedure, "peer", peer, "code", connect.CodeOf(err).String(), "reason", err.Error())
+}
+
+// offStack runs f on a short-lived goroutine and waits for it. A stream's
+// handler goroutine lives as long as the stream, and Go never shrinks a
+// stack that is still a quarter used: the SQLite key lookup (deep,
+// transpiled C) would leave every idle stream holding a 16 KB stack instead
+// of 8 KB. Measured with feedload's idle scenario.
+func offStack(f func() (context.Context, error)) (context.Context, error) {
+	type result struct {
+		ctx context.Context
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		c, err := f()
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.ctx, r.err
 }
