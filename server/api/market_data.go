@@ -38,11 +38,7 @@ func (h *MarketData) GetOptionChain(ctx context.Context, req *connect.Request[fe
 }
 
 func (h *MarketData) getOptionChain(ctx context.Context, m *feedgatev1.GetOptionChainRequest) (*feedgatev1.GetOptionChainResponse, error) {
-	kind, err := brokerKind(m.GetBroker())
-	if err != nil {
-		return nil, err
-	}
-	c, err := h.d.client(kind)
+	kind, c, err := h.d.brokerClient(m.GetBroker())
 	if err != nil {
 		return nil, err
 	}
@@ -121,11 +117,7 @@ func (h *MarketData) GetQuotes(ctx context.Context, req *connect.Request[feedgat
 }
 
 func (h *MarketData) getQuotes(ctx context.Context, m *feedgatev1.GetQuotesRequest) (*feedgatev1.GetQuotesResponse, error) {
-	kind, err := brokerKind(m.GetBroker())
-	if err != nil {
-		return nil, err
-	}
-	c, err := h.d.client(kind)
+	kind, c, err := h.d.brokerClient(m.GetBroker())
 	if err != nil {
 		return nil, err
 	}

@@ -45,11 +45,7 @@ func (h *MarketData) streamMarketFeed(ctx context.Context, req *connect.Request[
 	if h.d.Hub == nil {
 		return connect.NewError(connect.CodeUnimplemented, errors.New("live feeds are not enabled on this gateway"))
 	}
-	kind, err := brokerKind(m.GetBroker())
-	if err != nil {
-		return err
-	}
-	c, err := h.d.client(kind)
+	kind, c, err := h.d.brokerClient(m.GetBroker())
 	if err != nil {
 		return err
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
 	"github.com/feedgate/feedgate/server/broker"
 )
 
@@ -16,6 +17,16 @@ func (d *Deps) client(k broker.Kind) (broker.Client, error) {
 		return nil, badField("broker", "%s is not configured on this gateway", k.DisplayName())
 	}
 	return c, nil
+}
+
+// brokerClient validates a request's broker field and returns its client.
+func (d *Deps) brokerClient(b feedgatev1.Broker) (broker.Kind, broker.Client, error) {
+	kind, err := brokerKind(b)
+	if err != nil {
+		return "", nil, err
+	}
+	c, err := d.client(kind)
+	return kind, c, err
 }
 
 // validKey checks one instrument key against the broker's format.
