@@ -299,3 +299,27 @@ func TestStreamInputErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamOverJSON: clients of the JSON codec (buf curl, some browsers'
+// Connect clients) get complete ticks too; binary clients get the hub's
+// pre-encoded bytes, which must decode to the same fields.
+func TestStreamOverJSONAndBinary(t *testing.T) {
+	t.Parallel()
+	e := gatewaytest.Start(t, gatewaytest.Options{})
+	key := e.NewUser("json", false)
+	e.Login(e.Clients(key, gatewaytest.Protocols[0]), upstox, "json")
+	keys := optionKeys(e, broker.Upstox, "NSE_INDEX|Nifty 50", 2)
+	for _, p := range []gatewaytest.Protocol{
+		{Name: "connect-json", Opts: []connect.ClientOption{connect.WithProtoJSON()}},
+		{Name: "connect-binary"},
+		{Name: "grpc", Opts: []connect.ClientOption{connect.WithGRPC()}},
+		{Name: "grpcweb", Opts: []connect.ClientOption{connect.WithGRPCWeb()}},
+	} {
+		s := openFeed(t, e.Clients(key, p), upstox, keys, feedgatev1.FeedMode_FEED_MODE_OPTION_GREEKS)
+		tk := s.next(t, 5*time.Second, isTicks).GetTicks().Ticks[0]
+		if tk.InstrumentKey == "" || tk.Ltp <= 0 || tk.BrokerTimeUnixNanos == 0 || tk.Greeks.GetDelta() == 0 || tk.Iv <= 0 {
+			t.Errorf("%s: tick %v", p.Name, tk)
+		}
+		s.cancel()
+	}
+}
