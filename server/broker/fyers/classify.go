@@ -28,6 +28,10 @@ var rules = []rule{
 	{code: -16, class: broker.ClassAuthDead, msg: "could not authenticate the token"},
 	{code: -17, class: broker.ClassAuthDead, msg: "token invalid or expired"},
 	{status: http.StatusUnauthorized, class: broker.ClassAuthDead, msg: "token rejected"},
+	// 403 is Fyers's "permission" status and what a bad token gets on the
+	// trade socket; brokers.md §2.8 says to treat 401/403 as re-login,
+	// whatever code the body carries.
+	{status: http.StatusForbidden, class: broker.ClassAuthDead, msg: "permission denied"},
 	{status: http.StatusTooManyRequests, class: broker.ClassRateLimited, msg: "rate limited"},
 	{code: -429, class: broker.ClassRateLimited, msg: "rate limited"},
 	{code: -50, class: broker.ClassBadInput, msg: "invalid parameters"},
@@ -35,9 +39,6 @@ var rules = []rule{
 	// -352 is "invalid App ID" (and, on positions, "nothing to exit").
 	{code: -352, class: broker.ClassBadInput, msg: "invalid app id"},
 	{status: http.StatusBadRequest, class: broker.ClassBadInput, msg: "request refused as invalid"},
-	// 403 is Fyers's "permission" status and what a bad token gets on the
-	// trade socket; brokers.md §2.8 says to treat 401/403 as re-login.
-	{status: http.StatusForbidden, class: broker.ClassAuthDead, msg: "permission denied"},
 	// Everything else, 5xx included, is upstream; only 5xx are retried.
 	// That covers s:"error" under 200 with a code not listed above.
 	{class: broker.ClassUpstream, msg: "broker error"},
