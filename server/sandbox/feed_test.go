@@ -115,7 +115,16 @@ func TestFeed(t *testing.T) {
 		}
 	}
 	wantUpstoxError(t, e.upstox("GET", "/v3/feed/market-data-feed/authorize", tok), 401, upCodeInvalidToken)
-	st := e.sb.Stats()
+	// The client can see the close before the server's handler has
+	// finished counting the socket closed: wait for it, briefly.
+	var st Stats
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		st = e.sb.Stats()
+		if len(st.FeedConnections) == 1 && st.FeedConnections[0].Open == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	if len(st.FeedConnections) != 1 || st.FeedConnections[0].Total != 1 || st.FeedConnections[0].Open != 0 {
 		t.Fatalf("feed stats %+v", st.FeedConnections)
 	}
