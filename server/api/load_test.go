@@ -272,10 +272,16 @@ func TestSoak(t *testing.T) {
 						}
 					}
 				case 1:
-					_, err = c.MarketData.GetQuotes(ctx, connect.NewRequest(&feedgatev1.GetQuotesRequest{Broker: upstox, InstrumentKeys: []string{nifty, "NSE_INDEX|Nifty Bank"}}))
+					// Each call gets its own deadline: the soak's own would let a
+					// call that starts just before the end fail for want of time.
+					cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+					_, err = c.MarketData.GetQuotes(cctx, connect.NewRequest(&feedgatev1.GetQuotesRequest{Broker: upstox, InstrumentKeys: []string{nifty, "NSE_INDEX|Nifty Bank"}}))
+					ccancel()
 					unary.Add(1)
 				case 2:
-					_, err = c.MarketData.GetOptionChain(ctx, connect.NewRequest(&feedgatev1.GetOptionChainRequest{Broker: upstox, UnderlyingKey: nifty, ExpiryDate: expiry}))
+					cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+					_, err = c.MarketData.GetOptionChain(cctx, connect.NewRequest(&feedgatev1.GetOptionChainRequest{Broker: upstox, UnderlyingKey: nifty, ExpiryDate: expiry}))
+					ccancel()
 					unary.Add(1)
 				}
 				relogin[i].Unlock()
