@@ -389,7 +389,9 @@ func (c *cli) login(ctx context.Context, args []string) int {
 			return c.usageErr("login: the broker refused the login: %s", msg)
 		}
 		if code == "" {
-			code = cmpOr(q.Get("code"), q.Get("auth_code"))
+			// Fyers redirects with code=200 (a status) and the real code in
+			// auth_code; Upstox sends the code as code.
+			code = cmpOr(q.Get("auth_code"), q.Get("code"))
 		}
 		if state == "" {
 			state = q.Get("state")

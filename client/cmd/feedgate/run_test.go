@@ -165,6 +165,21 @@ func TestLoginURLAndLogin(t *testing.T) {
 	if code != exitError || !strings.Contains(errOut, "invalid_argument") {
 		t.Errorf("reused state: exit %d\n%s", code, errOut)
 	}
+	// Fyers redirects with code=200 and the auth code in auth_code.
+	code, out, errOut = feedgateCmd(t, f.env, "login-url", "--broker", "fyers")
+	if code != exitOK {
+		t.Fatalf("login-url fyers: exit %d\n%s%s", code, out, errOut)
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if v, ok := strings.CutPrefix(line, "url:"); ok {
+			loginURL = strings.TrimSpace(v)
+		}
+	}
+	redirect = gatewaytest.Approve(t, loginURL, "cli-login")
+	code, out, errOut = feedgateCmd(t, f.env, "login", "--redirect", redirect.String())
+	if code != exitOK || !strings.Contains(out, "Connected to Fyers") {
+		t.Fatalf("fyers login --redirect: exit %d\n%s%s", code, out, errOut)
+	}
 }
 
 func TestChainMarksATM(t *testing.T) {
