@@ -323,7 +323,7 @@ func TestValidationSweepAndCache(t *testing.T) {
 		t.Errorf("hits after a cached sweep: %v", s)
 	}
 	// A user clears their own entries; an admin clears anyone's.
-	v1 := e.Clients(mustKey(t, e, "v1b"), p)
+	v1 := e.Clients(e.NewUser("v1b", false), p)
 	cl, err := v1.Connection.ClearValidationCache(ctx, connect.NewRequest(&feedgatev1.ClearValidationCacheRequest{}))
 	if err != nil || cl.Msg.Cleared != 0 {
 		t.Errorf("a user without entries cleared %v, %v", cl, err)
@@ -354,8 +354,6 @@ func TestValidationSweepAndCache(t *testing.T) {
 		t.Errorf("bad page token: %v", err)
 	}
 }
-
-func mustKey(t *testing.T, e *gatewaytest.Env, name string) string { return e.NewUser(name, false) }
 
 func TestTokensAreSealedAtRest(t *testing.T) {
 	t.Parallel()

@@ -9,7 +9,6 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -256,12 +255,4 @@ func (e *Env) Calls(broker, pathPrefix string, status int, account string) int {
 		}
 	}
 	return n
-}
-
-// Must fails the test on err.
-func Must[T any](v T, err error) T {
-	if err != nil {
-		panic(fmt.Sprintf("gatewaytest.Must: %v", err))
-	}
-	return v
 }
