@@ -5,7 +5,7 @@
 set -eu
 cd "$(dirname "$0")"
 if [ ! -d node_modules ]; then
-	npm install --no-audit --no-fund
+	npm ci --no-audit --no-fund
 fi
 npm run build
 status=0

@@ -34,8 +34,8 @@ const chromiumPath = "/usr/bin/chromium"
 // It skips when Chromium, node or node_modules are missing, except with
 // CI=true, where it fails instead, so CI cannot silently skip it.
 func TestE2E(t *testing.T) {
-	requireTool(t, fileExists(chromiumPath), "Chromium not at "+chromiumPath+" (apt-get install -y chromium)")
-	requireTool(t, fileExists(filepath.Join("node_modules", "playwright-core", "package.json")), "client/web/node_modules missing (npm ci in client/web)")
+	requireTool(t, fileExists(chromiumPath), "Chromium not at "+chromiumPath+" (apt-get install -y chromium; bash .ci/test installs it)")
+	requireTool(t, fileExists(filepath.Join("node_modules", "playwright-core", "package.json")), "client/web/node_modules missing (npm ci in client/web; bash .ci/test installs it)")
 	node, err := exec.LookPath("node")
 	requireTool(t, err == nil, "node not on PATH")
 	requireTool(t, fileExists(filepath.Join("dist", "index.html")), "client/web/dist missing (npm run build in client/web)")
