@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"text/tabwriter"
 	"time"
 
@@ -58,7 +59,7 @@ func users(ctx context.Context, args []string, getenv func(string) string, stdou
 	if name != nil && *name == "" {
 		return fmt.Errorf("users %s: --name is required", sub)
 	}
-	st, err := gateway.OpenStore(ctx, *dataDir)
+	st, err := gateway.OpenStore(ctx, *dataDir, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		return err
 	}

@@ -74,16 +74,30 @@ type Gateway struct {
 const DBFile = "feedgate.db"
 
 // OpenStore creates the data directory (mode 0700) if needed and opens the
-// store in it.
-func OpenStore(ctx context.Context, dataDir string) (store.Store, error) {
+// store in it (the database file 0600). The directory holds user names, API
+// key hashes and broker account ids: one that other users can read or enter
+// is made owner-only (chmod 700), with a warning in the log.
+func OpenStore(ctx context.Context, dataDir string, logger *slog.Logger) (store.Store, error) {
 	if err := os.MkdirAll(dataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory %s: %w", dataDir, err)
 	}
-	st, err := sqlitestore.Open(ctx, filepath.Join(dataDir, DBFile))
+	st, err := os.Stat(dataDir)
+	if err != nil {
+		return nil, fmt.Errorf("data directory %s: %w", dataDir, err)
+	}
+	if m := st.Mode().Perm(); m&0o077 != 0 {
+		if err := os.Chmod(dataDir, m&0o700); err != nil {
+			return nil, fmt.Errorf("data directory %s has mode %o (other users can read the database in it) and cannot be made 700: %w", dataDir, m, err)
+		}
+		if logger != nil {
+			logger.Warn("the data directory was accessible by other users: made it owner-only", "data_dir", dataDir, "was", fmt.Sprintf("%o", m), "now", fmt.Sprintf("%o", m&0o700))
+		}
+	}
+	db, err := sqlitestore.Open(ctx, filepath.Join(dataDir, DBFile))
 	if err != nil {
 		return nil, fmt.Errorf("database in %s: %w", dataDir, err)
 	}
-	return st, nil
+	return db, nil
 }
 
 // New builds a gateway and binds its listener, so Addr is known before Run.
@@ -97,7 +111,7 @@ func New(ctx context.Context, cfg config.Config, opts Options) (*Gateway, error)
 	if opts.Clock == nil {
 		opts.Clock = clock.Real{}
 	}
-	st, err := OpenStore(ctx, cfg.DataDir)
+	st, err := OpenStore(ctx, cfg.DataDir, opts.Logger)
 	if err != nil {
 		return nil, err
 	}

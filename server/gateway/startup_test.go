@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -131,5 +132,43 @@ func TestStartupRefusesBrokenDataDirectories(t *testing.T) {
 			}
 			t.Logf("%v", err)
 		})
+	}
+}
+
+// TestDataDirectoryAndDatabaseAreOwnerOnly starts a gateway on a data
+// directory that other users can read (mode 755, as mkdir leaves it under
+// the usual umask): the gateway makes it 700, creates feedgate.db and its
+// WAL files 600, and says so in its log.
+func TestDataDirectoryAndDatabaseAreOwnerOnly(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "data")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	cfg, err := config.Load("test", []string{"--addr", "127.0.0.1:0", "--data-dir", dir, "--sandbox-addr", "127.0.0.1:0"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(context.Background(), cfg, gateway.Options{Stdout: io.Discard, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	st, err := os.Stat(dir)
+	if err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("data directory mode %v, %v; want 700", st.Mode().Perm(), err)
+	}
+	for _, name := range []string{gateway.DBFile, gateway.DBFile + "-wal", gateway.DBFile + "-shm", seal.KeyFileName} {
+		st, err := os.Stat(filepath.Join(dir, name))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, %v; want 600", name, st.Mode().Perm(), err)
+		}
+	}
+	if !strings.Contains(logs.String(), "made it owner-only") {
+		t.Errorf("the log does not say the directory was changed:\n%s", logs.String())
 	}
 }

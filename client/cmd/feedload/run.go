@@ -307,7 +307,7 @@ func (e *env) users(ctx context.Context, s *server, n int) ([]userKey, error) {
 		err := postJSON(fmt.Sprintf("%s/feedload/users?prefix=%s&n=%d", s.Debug, prefix, n), nil, &keys)
 		return keys, err
 	}
-	st, err := gateway.OpenStore(ctx, e.cfg.DataDir)
+	st, err := gateway.OpenStore(ctx, e.cfg.DataDir, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -59,6 +60,9 @@ func dsn(path string, readOnly bool) string {
 // pending migrations. It fails with ErrNewerSchema when the file was
 // migrated by a newer version.
 func Open(ctx context.Context, path string) (*Store, error) {
+	if err := ownerOnly(path); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	w, err := sql.Open("sqlite", dsn(path, false))
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", path, err)
@@ -90,6 +94,36 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	return s, nil
+}
+
+// ownerOnly creates the database file with mode 0600 if it does not exist
+// and takes group and world access away from it and its -wal and -shm
+// files if they have it: they hold user names, key hashes and broker
+// account ids. SQLite creates the -wal and -shm files with the database
+// file's mode.
+func ownerOnly(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		st, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if st.Mode().Perm()&0o077 != 0 {
+			if err := os.Chmod(p, st.Mode().Perm()&0o700); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 type migration struct {
@@ -306,14 +340,36 @@ func (s *Store) RevokeUser(ctx context.Context, id string, at time.Time) error {
 	if err := s.check(); err != nil {
 		return err
 	}
-	res, err := s.w.ExecContext(ctx, `UPDATE users SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`, at.UnixNano(), id)
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	res, err := tx.ExecContext(ctx, `UPDATE users SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`, at.UnixNano(), id)
 	if err != nil {
 		return err
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
 		return store.ErrNotFound
 	}
-	return nil
+	const detail = "the feedgate user was revoked"
+	if _, err := tx.ExecContext(ctx, `INSERT INTO connection_events
+		(user_id, broker, at, kind, state, reason, token_generation, detail)
+		SELECT user_id, broker, ?, 'user_revoked', ?, ?, token_generation, ?
+		FROM broker_connections WHERE user_id = ? AND state = ?`,
+		at.UnixNano(), string(store.StateDisconnected), string(store.ReasonLoggedOut), detail, id, string(store.StateConnected)); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE broker_connections
+		SET state = ?, reason = ?, sealed_token = NULL, expires_at = NULL, disconnected_at = ?, updated_at = ?, last_error = ?
+		WHERE user_id = ? AND state = ?`,
+		string(store.StateDisconnected), string(store.ReasonLoggedOut), at.UnixNano(), at.UnixNano(), detail, id, string(store.StateConnected)); err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `DELETE FROM login_states WHERE user_id = ?`, id); err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 const connColumns = `user_id, broker, state, reason, sealed_token, token_generation, broker_user_id,
@@ -401,7 +457,24 @@ func (s *Store) UpdateConnection(ctx context.Context, userID string, b broker.Ki
 		if strings.Contains(err.Error(), "FOREIGN KEY") {
 			return store.Connection{}, fmt.Errorf("user %q: %w", userID, store.ErrNotFound)
 		}
+		if isUniqueViolation(err) {
+			return store.Connection{}, fmt.Errorf("%s account %q: %w", b, c.BrokerUserID, store.ErrAccountInUse)
+		}
 		return store.Connection{}, err
+	}
+	if ev != nil && ev.ConsumeLoginState != "" {
+		res, err := tx.ExecContext(ctx, `DELETE FROM login_states WHERE state = ? AND user_id = ? AND broker = ?`, ev.ConsumeLoginState, userID, string(b))
+		if err != nil {
+			return store.Connection{}, err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return store.Connection{}, store.ErrLoginStateUsed
+		}
+	}
+	if ev != nil && ev.NewLoginState != nil {
+		if err := insertLoginState(ctx, tx, *ev.NewLoginState); err != nil {
+			return store.Connection{}, err
+		}
 	}
 	if ev != nil {
 		at := ev.At
@@ -507,4 +580,89 @@ func (s *Store) Events(ctx context.Context, userID string, b broker.Kind) ([]sto
 		evs = append(evs, e)
 	}
 	return evs, rows.Err()
+}
+
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+func insertLoginState(ctx context.Context, x execer, ls store.LoginState) error {
+	if _, err := x.ExecContext(ctx, `DELETE FROM login_states WHERE expires_at <= ?`, ls.CreatedAt.UnixNano()); err != nil {
+		return err
+	}
+	_, err := x.ExecContext(ctx, `INSERT INTO login_states (state, user_id, broker, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+		ls.State, ls.UserID, string(ls.Broker), ls.CreatedAt.UnixNano(), ls.ExpiresAt.UnixNano())
+	switch {
+	case isUniqueViolation(err):
+		return fmt.Errorf("login state: %w", store.ErrConflict)
+	case err != nil && strings.Contains(err.Error(), "FOREIGN KEY"):
+		return fmt.Errorf("user %q: %w", ls.UserID, store.ErrNotFound)
+	}
+	return err
+}
+
+// CreateLoginState implements store.Store.
+func (s *Store) CreateLoginState(ctx context.Context, ls store.LoginState) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback() }()
+	if err := insertLoginState(ctx, tx, ls); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+const loginStateColumns = `state, user_id, broker, created_at, expires_at`
+
+func scanLoginState(row scanner) (store.LoginState, error) {
+	var (
+		ls               store.LoginState
+		b                string
+		created, expires int64
+	)
+	if err := row.Scan(&ls.State, &ls.UserID, &b, &created, &expires); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return store.LoginState{}, store.ErrNotFound
+		}
+		return store.LoginState{}, err
+	}
+	ls.Broker, ls.CreatedAt, ls.ExpiresAt = broker.Kind(b), time.Unix(0, created).UTC(), time.Unix(0, expires).UTC()
+	return ls, nil
+}
+
+// LoginState implements store.Store.
+func (s *Store) LoginState(ctx context.Context, state string) (store.LoginState, error) {
+	if err := s.check(); err != nil {
+		return store.LoginState{}, err
+	}
+	return scanLoginState(s.r.QueryRowContext(ctx, `SELECT `+loginStateColumns+` FROM login_states WHERE state = ?`, state))
+}
+
+// LatestLoginState implements store.Store.
+func (s *Store) LatestLoginState(ctx context.Context, userID string, b broker.Kind) (store.LoginState, error) {
+	if err := s.check(); err != nil {
+		return store.LoginState{}, err
+	}
+	return scanLoginState(s.r.QueryRowContext(ctx, `SELECT `+loginStateColumns+` FROM login_states
+		WHERE user_id = ? AND broker = ? ORDER BY expires_at DESC, state LIMIT 1`, userID, string(b)))
+}
+
+// DeleteLoginState implements store.Store.
+func (s *Store) DeleteLoginState(ctx context.Context, state string) error {
+	if err := s.check(); err != nil {
+		return err
+	}
+	res, err := s.w.ExecContext(ctx, `DELETE FROM login_states WHERE state = ?`, state)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return store.ErrNotFound
+	}
+	return nil
 }

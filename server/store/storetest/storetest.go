@@ -35,6 +35,10 @@ func Run(t *testing.T, open Opener) {
 		{"ListConnectionsFiltersAndPages", testListConnections},
 		{"ReopenKeepsEverything", testReopen},
 		{"ClosedStoreRefuses", testClosed},
+		{"LoginStates", testLoginStates},
+		{"LoginStateConsumedWithTheLogin", testLoginStateConsumed},
+		{"OneBrokerAccountOneUser", testAccountInUse},
+		{"RevokeUserDisconnectsAndForgets", testRevokeUser},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -126,7 +130,7 @@ func connect(gen int64, at time.Time) store.UpdateFunc {
 		c.State, c.Reason = store.StateConnected, store.ReasonNone
 		c.SealedToken = []byte(fmt.Sprintf("sealed-%d", gen))
 		c.TokenGeneration = gen
-		c.BrokerUserID = "AB1234"
+		c.BrokerUserID = "AB-" + c.UserID // one broker account per user
 		c.IssuedAt, c.ConnectedAt, c.ExpiresAt = at, at, at.Add(18*time.Hour)
 		c.UpdatedAt = at
 		return &store.Event{Kind: "login", At: at}, nil
@@ -362,5 +366,226 @@ func testClosed(t *testing.T, open Opener) {
 	}
 	if _, err := s.UserByID(context.Background(), "x"); !errors.Is(err, store.ErrClosed) {
 		t.Errorf("after close: %v, want ErrClosed", err)
+	}
+}
+
+func loginState(state, userID string, b broker.Kind, at time.Time, ttl time.Duration) store.LoginState {
+	return store.LoginState{State: state, UserID: userID, Broker: b, CreatedAt: at, ExpiresAt: at.Add(ttl)}
+}
+
+func testLoginStates(t *testing.T, open Opener) {
+	ctx := context.Background()
+	path := newPath(t)
+	s := open(t, path)
+	u := mkUser(1, false)
+	mustCreate(t, s, u)
+	if _, err := s.LatestLoginState(ctx, u.ID, broker.Upstox); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("no states yet: %v", err)
+	}
+	a := loginState("state-a", u.ID, broker.Upstox, ts, 10*time.Minute)
+	b := loginState("state-b", u.ID, broker.Upstox, ts.Add(time.Minute), 10*time.Minute)
+	f := loginState("state-f", u.ID, broker.Fyers, ts.Add(2*time.Minute), 10*time.Minute)
+	for _, ls := range []store.LoginState{a, b, f} {
+		if err := s.CreateLoginState(ctx, ls); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.CreateLoginState(ctx, a); !errors.Is(err, store.ErrConflict) {
+		t.Errorf("a duplicate state: %v, want ErrConflict", err)
+	}
+	if err := s.CreateLoginState(ctx, loginState("ghost", "u_ghost", broker.Upstox, ts, time.Minute)); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a state for an unknown user: %v, want ErrNotFound", err)
+	}
+	got, err := s.LoginState(ctx, "state-a")
+	if err != nil || got != a {
+		t.Errorf("LoginState = %+v, %v; want %+v", got, err, a)
+	}
+	if got, err := s.LatestLoginState(ctx, u.ID, broker.Upstox); err != nil || got != b {
+		t.Errorf("LatestLoginState(upstox) = %+v, %v; want %+v", got, err, b)
+	}
+	if got, err := s.LatestLoginState(ctx, u.ID, broker.Fyers); err != nil || got != f {
+		t.Errorf("LatestLoginState(fyers) = %+v, %v; want %+v", got, err, f)
+	}
+	// States survive a reopen.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, path)
+	if got, err := s.LoginState(ctx, "state-b"); err != nil || got != b {
+		t.Errorf("after reopen: %+v, %v", got, err)
+	}
+	if err := s.DeleteLoginState(ctx, "state-b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteLoginState(ctx, "state-b"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("deleting twice: %v, want ErrNotFound", err)
+	}
+	if got, err := s.LatestLoginState(ctx, u.ID, broker.Upstox); err != nil || got != a {
+		t.Errorf("LatestLoginState after delete = %+v, %v", got, err)
+	}
+	// A new state purges the ones that expired by its creation.
+	late := loginState("state-late", u.ID, broker.Upstox, ts.Add(11*time.Minute), 10*time.Minute)
+	if err := s.CreateLoginState(ctx, late); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LoginState(ctx, "state-a"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("an expired state was kept: %v", err)
+	}
+	if _, err := s.LoginState(ctx, "state-f"); err != nil {
+		t.Errorf("a live state was purged: %v", err)
+	}
+}
+
+func testLoginStateConsumed(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t, newPath(t))
+	u := mkUser(1, false)
+	mustCreate(t, s, u)
+	if err := s.CreateLoginState(ctx, loginState("st-1", u.ID, broker.Upstox, ts, 10*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	login := func(state string) error {
+		_, err := s.UpdateConnection(ctx, u.ID, broker.Upstox, func(c *store.Connection) (*store.Event, error) {
+			ev, err := connect(c.TokenGeneration+1, ts)(c)
+			ev.ConsumeLoginState = state
+			return ev, err
+		})
+		return err
+	}
+	if err := login("st-1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LoginState(ctx, "st-1"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the consumed state is still there: %v", err)
+	}
+	// A second login with the same state fails as a whole.
+	if err := login("st-1"); !errors.Is(err, store.ErrLoginStateUsed) {
+		t.Fatalf("reusing a state: %v, want ErrLoginStateUsed", err)
+	}
+	if c, _ := s.GetConnection(ctx, u.ID, broker.Upstox); c.TokenGeneration != 1 {
+		t.Errorf("the refused login changed the row: generation %d", c.TokenGeneration)
+	}
+	if evs, _ := s.Events(ctx, u.ID, broker.Upstox); len(evs) != 1 {
+		t.Errorf("the refused login appended an event: %d events", len(evs))
+	}
+	// A state of another broker is not consumed by this one.
+	if err := s.CreateLoginState(ctx, loginState("st-f", u.ID, broker.Fyers, ts, 10*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := login("st-f"); !errors.Is(err, store.ErrLoginStateUsed) {
+		t.Errorf("consuming another broker's state: %v, want ErrLoginStateUsed", err)
+	}
+	// A change can create a state atomically with itself.
+	ns := loginState("st-new", u.ID, broker.Upstox, ts.Add(time.Minute), 10*time.Minute)
+	if _, err := s.UpdateConnection(ctx, u.ID, broker.Upstox, func(c *store.Connection) (*store.Event, error) {
+		c.State, c.Reason, c.SealedToken = store.StateDisconnected, store.ReasonTokenRevoked, nil
+		return &store.Event{Kind: "disconnect", NewLoginState: &ns}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.LoginState(ctx, "st-new"); err != nil || got != ns {
+		t.Errorf("the state created with the change: %+v, %v", got, err)
+	}
+	boom := errors.New("boom")
+	ns2 := loginState("st-aborted", u.ID, broker.Upstox, ts.Add(time.Minute), 10*time.Minute)
+	_, _ = s.UpdateConnection(ctx, u.ID, broker.Upstox, func(c *store.Connection) (*store.Event, error) {
+		return &store.Event{Kind: "x", NewLoginState: &ns2}, boom
+	})
+	if _, err := s.LoginState(ctx, "st-aborted"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("an aborted update created its state: %v", err)
+	}
+}
+
+func testAccountInUse(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t, newPath(t))
+	alice, bob := mkUser(1, false), mkUser(2, false)
+	mustCreate(t, s, alice)
+	mustCreate(t, s, bob)
+	as := func(account string, gen int64) store.UpdateFunc {
+		return func(c *store.Connection) (*store.Event, error) {
+			ev, err := connect(gen, ts)(c)
+			c.BrokerUserID = account
+			return ev, err
+		}
+	}
+	if _, err := s.UpdateConnection(ctx, alice.ID, broker.Upstox, as("SHARED", 1)); err != nil {
+		t.Fatal(err)
+	}
+	// Alice logging in again with her own account is fine.
+	if _, err := s.UpdateConnection(ctx, alice.ID, broker.Upstox, as("SHARED", 2)); err != nil {
+		t.Fatalf("the same user again: %v", err)
+	}
+	// Bob cannot connect the account Alice holds, on that broker.
+	if _, err := s.UpdateConnection(ctx, bob.ID, broker.Upstox, as("SHARED", 1)); !errors.Is(err, store.ErrAccountInUse) {
+		t.Fatalf("a second user on one account: %v, want ErrAccountInUse", err)
+	}
+	if _, err := s.GetConnection(ctx, bob.ID, broker.Upstox); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("the refused login wrote a row: %v", err)
+	}
+	// The same account id on the other broker is another account.
+	if _, err := s.UpdateConnection(ctx, bob.ID, broker.Fyers, as("SHARED", 1)); err != nil {
+		t.Errorf("the same id on another broker: %v", err)
+	}
+	// Once Alice is disconnected, Bob may connect it.
+	if _, err := s.UpdateConnection(ctx, alice.ID, broker.Upstox, func(c *store.Connection) (*store.Event, error) {
+		c.State, c.Reason, c.SealedToken = store.StateDisconnected, store.ReasonLoggedOut, nil
+		return &store.Event{Kind: "logout"}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateConnection(ctx, bob.ID, broker.Upstox, as("SHARED", 1)); err != nil {
+		t.Errorf("after the first user let go: %v", err)
+	}
+	if _, err := s.UpdateConnection(ctx, alice.ID, broker.Upstox, as("SHARED", 3)); !errors.Is(err, store.ErrAccountInUse) {
+		t.Errorf("the first user taking it back: %v, want ErrAccountInUse", err)
+	}
+}
+
+func testRevokeUser(t *testing.T, open Opener) {
+	ctx := context.Background()
+	s := open(t, newPath(t))
+	alice, bob := mkUser(1, false), mkUser(2, false)
+	mustCreate(t, s, alice)
+	mustCreate(t, s, bob)
+	for _, u := range []store.User{alice, bob} {
+		for _, b := range broker.Kinds {
+			if _, err := s.UpdateConnection(ctx, u.ID, b, connect(1, ts)); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.CreateLoginState(ctx, loginState("st-"+u.ID+"-"+string(b), u.ID, b, ts, 10*time.Minute)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	at := ts.Add(time.Hour)
+	if err := s.RevokeUser(ctx, alice.ID, at); err != nil {
+		t.Fatal(err)
+	}
+	for _, b := range broker.Kinds {
+		c, err := s.GetConnection(ctx, alice.ID, b)
+		if err != nil || c.State != store.StateDisconnected || c.Reason != store.ReasonLoggedOut || c.SealedToken != nil || !c.DisconnectedAt.Equal(at) {
+			t.Errorf("alice/%s after revoke: %+v, %v", b, c, err)
+		}
+		evs, _ := s.Events(ctx, alice.ID, b)
+		if last := evs[len(evs)-1]; last.Kind != "user_revoked" || last.State != store.StateDisconnected || last.Generation != 1 {
+			t.Errorf("alice/%s last event: %+v", b, last)
+		}
+		if _, err := s.LoginState(ctx, "st-"+alice.ID+"-"+string(b)); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("alice's %s login state survived her revocation: %v", b, err)
+		}
+		if c, _ := s.GetConnection(ctx, bob.ID, b); c.State != store.StateConnected {
+			t.Errorf("bob/%s was touched: %+v", b, c)
+		}
+		if _, err := s.LoginState(ctx, "st-"+bob.ID+"-"+string(b)); err != nil {
+			t.Errorf("bob's %s login state: %v", b, err)
+		}
+	}
+	// Revoking again changes nothing and appends nothing.
+	if err := s.RevokeUser(ctx, alice.ID, at.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if evs, _ := s.Events(ctx, alice.ID, broker.Upstox); len(evs) != 2 {
+		t.Errorf("a second revoke appended events: %+v", evs)
 	}
 }
