@@ -30,6 +30,9 @@ type Deps struct {
 	Heartbeat time.Duration
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// SecureCookies is whether browsers reach the gateway over https (the
+	// login-binding cookie is then Secure and __Host- prefixed).
+	SecureCookies bool
 }
 
 func (d *Deps) defaults() {

@@ -10,6 +10,7 @@ import (
 
 	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
 	"github.com/feedgate/feedgate/gen/go/feedgate/v1/feedgatev1connect"
+	"github.com/feedgate/feedgate/server/loginbind"
 )
 
 // Connection implements feedgatev1connect.ConnectionServiceHandler.
@@ -33,19 +34,22 @@ func unary[Req, Res any](ctx context.Context, d *Deps, req *connect.Request[Req]
 	return connect.NewResponse(res), nil
 }
 
-// GetLoginURL implements the RPC.
+// GetLoginURL implements the RPC. The response also sets the cookie that
+// binds the state to the browser asking (package loginbind): the browser
+// callback completes only a login started in the same browser.
 func (h *Connection) GetLoginURL(ctx context.Context, req *connect.Request[feedgatev1.GetLoginURLRequest]) (*connect.Response[feedgatev1.GetLoginURLResponse], error) {
-	return unary(ctx, h.d, req, func(ctx context.Context, m *feedgatev1.GetLoginURLRequest) (*feedgatev1.GetLoginURLResponse, error) {
-		kind, err := brokerKind(m.GetBroker())
-		if err != nil {
-			return nil, err
-		}
-		url, state, expires, err := h.d.Conns.LoginURL(user(ctx).ID, kind)
-		if err != nil {
-			return nil, err
-		}
-		return &feedgatev1.GetLoginURLResponse{Url: url, State: state, ExpiresAt: timestamppb.New(expires)}, nil
-	})
+	kind, err := brokerKind(req.Msg.GetBroker())
+	if err != nil {
+		return nil, toConnect(ctx, h.d.Logger, req.Spec().Procedure, err)
+	}
+	url, state, expires, err := h.d.Conns.LoginURL(ctx, user(ctx).ID, kind)
+	if err != nil {
+		return nil, toConnect(ctx, h.d.Logger, req.Spec().Procedure, err)
+	}
+	res := connect.NewResponse(&feedgatev1.GetLoginURLResponse{Url: url, State: state, ExpiresAt: timestamppb.New(expires)})
+	res.Header().Add("Set-Cookie", loginbind.Cookie(kind, state, expires, h.d.SecureCookies).String())
+	res.Header().Set("Cache-Control", "no-store")
+	return res, nil
 }
 
 // CompleteLogin implements the RPC.
@@ -91,7 +95,10 @@ func (h *Connection) watch(ctx context.Context, m *feedgatev1.WatchConnectionSta
 		return err
 	}
 	uid := user(ctx).ID
-	w := h.d.Conns.Watch(uid)
+	w, err := h.d.Conns.Watch(uid)
+	if err != nil {
+		return err
+	}
 	defer w.Close()
 	send := func(ev feedgatev1.WatchEvent, changed *feedgatev1.Connection) error {
 		cs, err := h.d.Conns.Status(ctx, uid, kind)

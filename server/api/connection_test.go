@@ -11,7 +11,9 @@ import (
 	"connectrpc.com/connect"
 
 	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
+	"github.com/feedgate/feedgate/server/broker"
 	"github.com/feedgate/feedgate/server/gateway/gatewaytest"
+	"github.com/feedgate/feedgate/server/loginbind"
 )
 
 var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -21,7 +23,7 @@ func TestBrowserCallbackCompletesLogin(t *testing.T) {
 	e := gatewaytest.Start(t, gatewaytest.Options{})
 	ctx := context.Background()
 	for _, b := range []feedgatev1.Broker{upstox, fyers} {
-		c := e.Clients(e.NewUser("cb-"+brokerName(b), false), gatewaytest.Protocols[0])
+		c, browser := e.BrowserClients(e.NewUser("cb-"+brokerName(b), false), gatewaytest.Protocols[0])
 		lu, err := c.Connection.GetLoginURL(ctx, connect.NewRequest(&feedgatev1.GetLoginURLRequest{Broker: b}))
 		if err != nil {
 			t.Fatal(err)
@@ -33,7 +35,7 @@ func TestBrowserCallbackCompletesLogin(t *testing.T) {
 		if !strings.HasPrefix(cb.String(), e.URL+"/oauth/"+brokerName(b)+"/callback") {
 			t.Fatalf("broker redirected to %s, not the gateway callback", cb)
 		}
-		res, err := noRedirect.Get(cb.String())
+		res, err := browser.Get(cb.String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -46,18 +48,21 @@ func TestBrowserCallbackCompletesLogin(t *testing.T) {
 		if err != nil || len(st.Msg.Connections) != 1 || st.Msg.Connections[0].State != feedgatev1.ConnectionState_CONNECTION_STATE_CONNECTED {
 			t.Fatalf("status after callback: %v, %v", st, err)
 		}
-		// The same callback again: the state was single-use.
-		res, err = noRedirect.Get(cb.String())
+		// The same callback again: the state was single-use. (The
+		// browser's binding cookie was cleared on success: put it back.)
+		u, _ := url.Parse(e.URL)
+		browser.Jar.SetCookies(u, []*http.Cookie{loginbind.Cookie(kindOf(b), lu.Msg.State, time.Now().Add(time.Minute), false)})
+		res, err = browser.Get(cb.String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		res.Body.Close()
-		if loc := res.Header.Get("Location"); !strings.HasPrefix(loc, "/#/auth?") || !strings.Contains(loc, "login_error=") {
+		if loc := res.Header.Get("Location"); !strings.HasPrefix(loc, "/#/auth?") || !strings.Contains(loc, "login_error=state_unknown") {
 			t.Errorf("replayed callback: %q", loc)
 		}
 	}
 	// A callback never redirects off the dashboard, whatever it is given.
-	res, err := noRedirect.Get(e.URL + "/oauth/upstox/callback?code=x&state=y&redirect_uri=https://evil.example&next=//evil.example")
+	res, err := noRedirect.Get(e.URL + "/oauth/upstox/callback?code=x&state=y&redirect_uri=https://evil.example&next=//evil.example&error=x")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,6 +70,13 @@ func TestBrowserCallbackCompletesLogin(t *testing.T) {
 	if loc := res.Header.Get("Location"); !strings.HasPrefix(loc, "/#/auth?") || strings.Contains(loc, "evil") {
 		t.Errorf("callback redirected to %q", loc)
 	}
+}
+
+func kindOf(b feedgatev1.Broker) broker.Kind {
+	if b == fyers {
+		return broker.Fyers
+	}
+	return broker.Upstox
 }
 
 func TestLoginStateIsSingleUseBoundAndChecked(t *testing.T) {

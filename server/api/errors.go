@@ -62,13 +62,24 @@ func toConnect(ctx context.Context, logger *slog.Logger, procedure string, err e
 		in  *inputError
 		cin *connections.InputError
 		le  *connections.LoginError
+		ai  *connections.AccountInUseError
+		cl  *connections.LimitError
+		sl  *feed.StreamLimitError
 		be  *broker.Error
 	)
 	switch {
-	case errors.As(err, &ce):
-		return ce
+	// A dead broker token is Unauthenticated + AuthRequired, whatever else
+	// the error carries.
 	case errors.As(err, &ar):
 		return AuthRequiredError(AuthRequiredProto(ar))
+	case errors.As(err, &ce):
+		return ce
+	case errors.As(err, &ai):
+		return connect.NewError(connect.CodeAlreadyExists, errors.New(ai.Error()))
+	case errors.As(err, &cl):
+		return connect.NewError(connect.CodeResourceExhausted, errors.New(cl.Error()))
+	case errors.As(err, &sl):
+		return connect.NewError(connect.CodeResourceExhausted, errors.New(sl.Error()))
 	case errors.As(err, &in):
 		return connect.NewError(connect.CodeInvalidArgument, in)
 	case errors.As(err, &cin):

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"golang.org/x/sync/singleflight"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
@@ -19,7 +18,7 @@ type MarketData struct {
 	d *Deps
 	// chains coalesces identical concurrent option-chain requests of one
 	// user into one broker call.
-	chains singleflight.Group
+	chains flights
 }
 
 // NewMarketData returns the MarketDataService handler.
@@ -28,8 +27,9 @@ func NewMarketData(d *Deps) *MarketData {
 	return &MarketData{d: d}
 }
 
-// chainCallTimeout bounds a coalesced broker call, which outlives any one
-// caller's cancellation.
+// chainCallTimeout bounds a coalesced broker call, which lives as long as
+// the latest deadline among its callers (this long for a caller without
+// one).
 const chainCallTimeout = 30 * time.Second
 
 // GetOptionChain implements the RPC.
@@ -54,17 +54,9 @@ func (h *MarketData) getOptionChain(ctx context.Context, m *feedgatev1.GetOption
 		return nil, err
 	}
 	flight := u.ID + "\x00" + string(kind) + "\x00" + m.GetUnderlyingKey() + "\x00" + m.GetExpiryDate()
-	ch := h.chains.DoChan(flight, func() (any, error) {
-		// The shared call is not cancelled by one caller leaving; it keeps
-		// the first caller's deadline if that is sooner.
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), chainCallTimeout)
-		defer cancel()
-		if dl, ok := ctx.Deadline(); ok {
-			cctx, cancel = context.WithDeadline(cctx, dl)
-			defer cancel()
-		}
+	v, err := h.chains.do(ctx, flight, chainCallTimeout, func(ctx context.Context) (any, error) {
 		var chain *broker.OptionChain
-		err := h.d.Conns.Call(cctx, u.ID, kind, "option chain", func(ctx context.Context, cr broker.Credentials) error {
+		err := h.d.Conns.Call(ctx, u.ID, kind, "option chain", func(ctx context.Context, cr broker.Credentials) error {
 			var err error
 			chain, err = c.OptionChain(ctx, cr, m.GetUnderlyingKey(), m.GetExpiryDate())
 			return err
@@ -74,15 +66,10 @@ func (h *MarketData) getOptionChain(ctx context.Context, m *feedgatev1.GetOption
 		}
 		return chainProto(kind, chain, h.d.Now()), nil
 	})
-	select {
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case r := <-ch:
-		if r.Err != nil {
-			return nil, r.Err
-		}
-		return r.Val.(*feedgatev1.GetOptionChainResponse), nil
+	if err != nil {
+		return nil, err
 	}
+	return v.(*feedgatev1.GetOptionChainResponse), nil
 }
 
 func chainProto(kind broker.Kind, c *broker.OptionChain, now time.Time) *feedgatev1.GetOptionChainResponse {

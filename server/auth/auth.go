@@ -34,6 +34,25 @@ func NewKey() (secret.Value, [32]byte, error) {
 	return secret.New(key), HashKey(key), nil
 }
 
+// keyLen is the length of every key NewKey makes: the prefix and the
+// unpadded base64url of 32 bytes.
+const keyLen = len(KeyPrefix) + 43
+
+// Plausible reports whether key has the shape of a feedgate API key, so
+// a request with garbage in its Authorization header is refused without a
+// database lookup.
+func Plausible(key string) bool {
+	if len(key) != keyLen || !strings.HasPrefix(key, KeyPrefix) {
+		return false
+	}
+	for _, r := range key[len(KeyPrefix):] {
+		if !(r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
 // HashKey returns the SHA-256 hash under which a key is stored.
 func HashKey(key string) [32]byte { return sha256.Sum256([]byte(key)) }
 

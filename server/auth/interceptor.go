@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"strings"
 
 	"connectrpc.com/connect"
 
 	"github.com/feedgate/feedgate/gen/go/feedgate/v1/feedgatev1connect"
+	"github.com/feedgate/feedgate/server/connguard"
 	"github.com/feedgate/feedgate/server/store"
 )
 
@@ -30,28 +32,80 @@ const adminPrefix = "/" + feedgatev1connect.AdminServiceName + "/"
 // Interceptor authenticates every RPC it wraps from the request's
 // "Authorization: Bearer KEY" header and refuses non-admin keys on
 // AdminService. Mount it on the feedgate services only: health and
-// reflection stay open.
+// reflection stay open. Put Middleware in front of those handlers too, so
+// a request is authenticated before its body is read or inflated; the
+// interceptor then finds the user in the context.
 type Interceptor struct {
 	store   store.Store
 	logger  *slog.Logger
+	refusal *connguard.Sampler
 	streams streams
+	// OnRevoked, if set before serving, is called with the id of a user
+	// whose key was found revoked while it had streams open.
+	OnRevoked func(userID string)
+	// OnRefused, if set before serving, is called for every request the
+	// Middleware refuses (to count it against its connection).
+	OnRefused func(*http.Request)
+	errw      *connect.ErrorWriter
 }
 
-// NewInterceptor returns the interceptor.
+// NewInterceptor returns the interceptor. Refused calls are logged at
+// most a few a second, with a count of those left out.
 func NewInterceptor(st store.Store, logger *slog.Logger) *Interceptor {
-	return &Interceptor{store: st, logger: logger}
+	return &Interceptor{store: st, logger: logger, refusal: connguard.NewSampler(logger, 5, 20), errw: connect.NewErrorWriter()}
+}
+
+// feedgatePrefix starts the path of every feedgate RPC.
+const feedgatePrefix = "/feedgate.v1."
+
+// Middleware authenticates requests for the feedgate services before
+// connect reads their bodies: a request without a plausible key, or with
+// a key that is unknown or revoked, is answered in its own protocol
+// (Connect, gRPC or gRPC-Web) with Unauthenticated, its body never read,
+// decompressed or decoded. Other paths pass through.
+func (i *Interceptor) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasPrefix(r.URL.Path, feedgatePrefix) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		ctx, err := offStack(func() (context.Context, error) {
+			return i.authenticate(r.Context(), r.URL.Path, r.Header.Get("Authorization"))
+		})
+		if err != nil {
+			i.refused(r.Context(), r.URL.Path, r.RemoteAddr, err)
+			if i.OnRefused != nil {
+				i.OnRefused(r)
+			}
+			if i.errw.IsSupported(r) {
+				_ = i.errw.Write(w, r, err)
+			} else {
+				http.Error(w, err.Error(), http.StatusUnauthorized)
+			}
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(ctx))
+	})
 }
 
 var _ connect.Interceptor = (*Interceptor)(nil)
 
 // authenticate returns ctx with the user, or a connect error with the code
-// of design.md's error table and no detail.
+// of design.md's error table and no detail. A key that cannot be a
+// feedgate key is refused without a lookup.
 func (i *Interceptor) authenticate(ctx context.Context, procedure, header string) (context.Context, error) {
+	if u, ok := UserFrom(ctx); ok {
+		return ctx, i.authorize(procedure, u) // already done by Middleware
+	}
 	scheme, key, ok := strings.Cut(header, " ")
-	if header == "" || !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(key) == "" {
+	key = strings.TrimSpace(key)
+	if header == "" || !ok || !strings.EqualFold(scheme, "Bearer") || key == "" {
 		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("missing API key: send the header \"Authorization: Bearer <feedgate API key>\""))
 	}
-	u, err := Lookup(ctx, i.store, strings.TrimSpace(key))
+	if !Plausible(key) {
+		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("invalid API key"))
+	}
+	u, err := Lookup(ctx, i.store, key)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, connect.NewError(connect.CodeUnauthenticated, errors.New("invalid API key"))
@@ -61,10 +115,18 @@ func (i *Interceptor) authenticate(ctx context.Context, procedure, header string
 		i.logger.ErrorContext(ctx, "API key lookup failed", "procedure", procedure, "err", err)
 		return nil, connect.NewError(connect.CodeInternal, errors.New("internal error"))
 	}
-	if strings.HasPrefix(procedure, adminPrefix) && !u.Admin {
-		return nil, connect.NewError(connect.CodePermissionDenied, errors.New("AdminService needs an admin API key"))
+	if err := i.authorize(procedure, u); err != nil {
+		return nil, err
 	}
 	return WithUser(ctx, u), nil
+}
+
+// authorize keeps AdminService to admin keys.
+func (i *Interceptor) authorize(procedure string, u store.User) error {
+	if strings.HasPrefix(procedure, adminPrefix) && !u.Admin {
+		return connect.NewError(connect.CodePermissionDenied, errors.New("AdminService needs an admin API key"))
+	}
+	return nil
 }
 
 // WrapUnary implements connect.Interceptor.
@@ -73,12 +135,12 @@ func (i *Interceptor) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
 		if req.Spec().IsClient {
 			return next(ctx, req)
 		}
-		ctx, err := i.authenticate(ctx, req.Spec().Procedure, req.Header().Get("Authorization"))
+		authed, err := i.authenticate(ctx, req.Spec().Procedure, req.Header().Get("Authorization"))
 		if err != nil {
 			i.refused(ctx, req.Spec().Procedure, req.Peer().Addr, err)
 			return nil, err
 		}
-		return next(ctx, req)
+		return next(authed, req)
 	}
 }
 
@@ -110,9 +172,9 @@ func (i *Interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) co
 	}
 }
 
-// refused logs a refused call (never the key it carried).
+// refused logs a refused call (never the key it carried), sampled.
 func (i *Interceptor) refused(ctx context.Context, procedure, peer string, err error) {
-	i.logger.InfoContext(ctx, "rpc refused", "procedure", procedure, "peer", peer, "code", connect.CodeOf(err).String(), "reason", err.Error())
+	i.refusal.Info(ctx, "rpc refused", "procedure", procedure, "peer", peer, "code", connect.CodeOf(err).String(), "reason", err.Error())
 }
 
 // offStack runs f on a short-lived goroutine and waits for it. A stream's

@@ -81,6 +81,9 @@ func (i *Interceptor) WatchRevocations(ctx context.Context, interval time.Durati
 			if errors.Is(err, store.ErrNotFound) || (err == nil && !u.Active()) {
 				i.logger.InfoContext(ctx, "ending the streams of a revoked API key", "user_id", id)
 				i.streams.cancel(id)
+				if i.OnRevoked != nil {
+					i.OnRevoked(id)
+				}
 			}
 		}
 	}

@@ -52,6 +52,15 @@ type Config struct {
 	ShutdownTimeout       time.Duration
 	SandboxFeedInterval   time.Duration
 	KeyRecheckInterval    time.Duration
+
+	// Per-user limits.
+	MaxStreamsPerUser  int
+	MaxWatchersPerUser int
+	MaxPendingLogins   int
+	// Per-peer limits: open connections (0: from the descriptor limit) and
+	// per remote address (-1: none).
+	MaxConns        int
+	MaxConnsPerAddr int
 }
 
 // Defaults of the settings.
@@ -102,6 +111,11 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 	dur(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a graceful shutdown waits for requests to finish")
 	dur(&c.SandboxFeedInterval, "sandbox-feed-interval", time.Second, "interval between the sandbox broker's live feed ticks")
 	dur(&c.KeyRecheckInterval, "key-recheck-interval", 5*time.Second, "how often the API keys of open streams are checked again, so revoking a key ends its streams")
+	fs.IntVar(&c.MaxStreamsPerUser, "max-streams-per-user", 200, "open market-feed streams one user may have")
+	fs.IntVar(&c.MaxWatchersPerUser, "max-watchers-per-user", 20, "open WatchConnectionStatus streams one user may have")
+	fs.IntVar(&c.MaxPendingLogins, "max-pending-logins", 4, "broker logins (code exchanges) one user may have in progress at once")
+	fs.IntVar(&c.MaxConns, "max-conns", 0, "open client connections in all; 0 = three quarters of the descriptor limit")
+	fs.IntVar(&c.MaxConnsPerAddr, "max-conns-per-addr", 1024, "open client connections from one IP address; -1 = no limit (behind a proxy)")
 
 	secrets := []secretEnv{
 		{"FEEDGATE_TOKEN_KEY", "base64 of 32 bytes: the key that seals broker tokens at rest (default: a key file created in the data directory); \"NEW,OLD\" rotates keys", &c.TokenKey},
@@ -199,6 +213,23 @@ func (c *Config) Validate() error {
 	if c.ValidationConcurrency < 1 || c.ValidationConcurrency > 64 {
 		return fmt.Errorf("--validation-concurrency %d: want 1 to 64", c.ValidationConcurrency)
 	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{
+		{"--max-streams-per-user", c.MaxStreamsPerUser}, {"--max-watchers-per-user", c.MaxWatchersPerUser},
+		{"--max-pending-logins", c.MaxPendingLogins},
+	} {
+		if n.v < 1 {
+			return fmt.Errorf("%s %d: must be at least 1", n.name, n.v)
+		}
+	}
+	if c.MaxConns < 0 {
+		return fmt.Errorf("--max-conns %d: must not be negative", c.MaxConns)
+	}
+	if c.MaxConnsPerAddr == 0 || c.MaxConnsPerAddr < -1 {
+		return fmt.Errorf("--max-conns-per-addr %d: want a positive number, or -1 for no limit", c.MaxConnsPerAddr)
+	}
 	if !c.TokenKey.IsZero() {
 		if _, err := DecodeTokenKeys(c.TokenKey); err != nil {
 			return fmt.Errorf("FEEDGATE_TOKEN_KEY: %v", err)
@@ -214,6 +245,11 @@ func checkAddr(name, addr string) error {
 	}
 	_ = host
 	return nil
+}
+
+// SecureCookies reports whether browsers reach the gateway over https.
+func (c *Config) SecureCookies() bool {
+	return strings.HasPrefix(strings.ToLower(c.PublicURL), "https://")
 }
 
 // BaseURL returns the gateway's public base URL without a trailing slash.

@@ -2,6 +2,7 @@ package connections
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"time"
 
@@ -10,109 +11,136 @@ import (
 	"github.com/feedgate/feedgate/server/store"
 )
 
-// maxLoginsPerUser bounds the pending login states of one user.
-const maxLoginsPerUser = 16
-
-// LoginURL returns the broker's OAuth dialog URL for the user, carrying a
-// fresh CSRF state bound to the user and broker, single-use, expiring after
-// the LoginStateTTL.
-func (m *Manager) LoginURL(userID string, b broker.Kind) (url, state string, expires time.Time, err error) {
+// LoginURL returns the broker's OAuth dialog URL for the user with a CSRF
+// state bound to the user and broker. It hands out the connection's live
+// state while at least half its lifetime is left, so a user who asks again
+// (another tab, a retry) keeps the login already under way; otherwise it
+// creates a state in the store. The state is consumed by the login it
+// completes.
+func (m *Manager) LoginURL(ctx context.Context, userID string, b broker.Kind) (url, state string, expires time.Time, err error) {
 	c, err := m.client(b)
 	if err != nil {
 		return "", "", time.Time{}, err
 	}
-	state, err = newState()
+	k := Key{userID, b}
+	e, err := m.load(ctx, k)
 	if err != nil {
 		return "", "", time.Time{}, err
 	}
-	now := m.cfg.Clock.Now()
-	expires = now.Add(m.cfg.LoginStateTTL)
-	k := Key{userID, b}
-	m.mu.Lock()
-	// Drop expired states, and the user's oldest beyond the bound.
-	var mine []string
-	for s, l := range m.logins {
-		if !now.Before(l.expires) {
-			delete(m.logins, s)
-		} else if l.key.UserID == userID {
-			mine = append(mine, s)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := m.cfg.Clock.Now().UTC()
+	if ls := m.nextLoginState(k, e, now); ls != nil {
+		if err := m.cfg.Store.CreateLoginState(ctx, *ls); err != nil {
+			return "", "", time.Time{}, err
 		}
+		e.login = ls
 	}
-	for len(mine) >= maxLoginsPerUser {
-		oldest := 0
-		for i, s := range mine {
-			if m.logins[s].created.Before(m.logins[mine[oldest]].created) {
-				oldest = i
-			}
-		}
-		delete(m.logins, mine[oldest])
-		mine = append(mine[:oldest], mine[oldest+1:]...)
+	if e.login == nil {
+		return "", "", time.Time{}, errors.New("connections: no login state could be made")
 	}
-	m.logins[state] = login{key: k, expires: expires, created: now}
-	m.mu.Unlock()
-	return c.LoginURL(state), state, expires, nil
-}
-
-func (m *Manager) loginURLOrEmpty(k Key) string {
-	u, _, _, err := m.LoginURL(k.UserID, k.Broker)
-	if err != nil {
-		return ""
-	}
-	return u
-}
-
-// takeState consumes a login state. userID "" accepts any user (the
-// browser callback, where the state itself is the proof).
-func (m *Manager) takeState(state, userID string, b broker.Kind) (Key, error) {
-	m.mu.Lock()
-	l, ok := m.logins[state]
-	if ok && (userID == "" || l.key.UserID == userID) && l.key.Broker == b {
-		delete(m.logins, state) // single use
-	}
-	m.mu.Unlock()
-	switch {
-	case state == "":
-		return Key{}, &LoginError{Field: "state", Msg: "missing: pass the state returned by GetLoginURL"}
-	case !ok:
-		return Key{}, &LoginError{Field: "state", Msg: "unknown or already used: start the login again with GetLoginURL"}
-	case userID != "" && l.key.UserID != userID, l.key.Broker != b:
-		return Key{}, &LoginError{Field: "state", Msg: "was issued for another user or broker"}
-	case !m.cfg.Clock.Now().Before(l.expires):
-		return Key{}, &LoginError{Field: "state", Msg: "expired: start the login again with GetLoginURL"}
-	}
-	return l.key, nil
+	return c.LoginURL(e.login.State), e.login.State, e.login.ExpiresAt, nil
 }
 
 // CompleteLogin exchanges an auth code for a token and connects the user.
-// userID "" means the user is the one the state was issued to (the
-// browser callback).
+// userID is the caller's user for a programmatic login (bound by its API
+// key); "" means the browser callback, whose caller has checked that the
+// browser holds the state's binding cookie. The state is looked up, not
+// consumed: it is consumed only in the transaction that stores the token,
+// so a broker failure during the exchange leaves it usable for a retry.
 func (m *Manager) CompleteLogin(ctx context.Context, userID string, b broker.Kind, code, state string) (store.Connection, error) {
 	c, err := m.client(b)
 	if err != nil {
 		return store.Connection{}, err
 	}
-	if code == "" {
-		return store.Connection{}, &LoginError{Field: "code", Msg: "missing: pass the code from the broker's redirect"}
+	switch {
+	case code == "":
+		return store.Connection{}, loginErr(LoginCodeMissing, "code", "missing: pass the code from the broker's redirect")
+	case len(code) > 4096:
+		return store.Connection{}, loginErr(LoginCodeRefused, "code", "too long")
 	}
-	if len(code) > 4096 {
-		return store.Connection{}, &LoginError{Field: "code", Msg: "too long"}
-	}
-	k, err := m.takeState(state, userID, b)
+	ls, err := m.CheckLoginState(ctx, userID, b, state)
 	if err != nil {
 		return store.Connection{}, err
 	}
+	release, err := m.beginExchange(ls)
+	if err != nil {
+		return store.Connection{}, err
+	}
+	defer release()
 	tok, err := c.ExchangeCode(ctx, code)
 	if err != nil {
 		if be, ok := broker.AsError(err); ok && (be.Class == broker.ClassBadInput || be.Class == broker.ClassAuthDead) {
-			return store.Connection{}, &LoginError{Field: "code", Msg: "the broker refused the code (wrong, expired or already used): start the login again"}
+			return store.Connection{}, loginErr(LoginCodeRefused, "code", "the broker refused the code (wrong, expired or already used): start the login again")
 		}
 		return store.Connection{}, err
 	}
-	return m.connect(ctx, k, tok)
+	// The broker has spent the code: store its token even if the caller
+	// leaves now.
+	wctx, cancel := m.detached(ctx)
+	defer cancel()
+	return m.connect(wctx, Key{ls.UserID, b}, tok, ls.State)
 }
 
-// connect stores a fresh token as the connection's next generation.
-func (m *Manager) connect(ctx context.Context, k Key, tok broker.Token) (store.Connection, error) {
+// CheckLoginState returns the live login state named state, if it belongs
+// to broker b and to userID ("" for any user) and its user is not revoked.
+// It changes nothing.
+func (m *Manager) CheckLoginState(ctx context.Context, userID string, b broker.Kind, state string) (store.LoginState, error) {
+	if state == "" {
+		return store.LoginState{}, loginErr(LoginStateMissing, "state", "missing: pass the state returned by GetLoginURL")
+	}
+	if len(state) > 256 {
+		return store.LoginState{}, loginErr(LoginStateUnknown, "state", "unknown or already used: start the login again with GetLoginURL")
+	}
+	ls, err := m.cfg.Store.LoginState(ctx, state)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return store.LoginState{}, loginErr(LoginStateUnknown, "state", "unknown or already used: start the login again with GetLoginURL")
+	case err != nil:
+		return store.LoginState{}, err
+	case (userID != "" && ls.UserID != userID) || ls.Broker != b:
+		return store.LoginState{}, loginErr(LoginStateForeign, "state", "was issued for another user or broker")
+	case !m.cfg.Clock.Now().Before(ls.ExpiresAt):
+		return store.LoginState{}, loginErr(LoginStateExpired, "state", "expired: start the login again with GetLoginURL")
+	}
+	u, err := m.cfg.Store.UserByID(ctx, ls.UserID)
+	switch {
+	case errors.Is(err, store.ErrNotFound) || (err == nil && !u.Active()):
+		return store.LoginState{}, loginErr(LoginUserRevoked, "state", "was issued to a feedgate user whose API key is revoked")
+	case err != nil:
+		return store.LoginState{}, err
+	}
+	return ls, nil
+}
+
+// beginExchange admits one code exchange for ls: one at a time per state,
+// MaxPendingLogins at a time per user.
+func (m *Manager) beginExchange(ls store.LoginState) (func(), error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, busy := m.exchanging[ls.State]; busy {
+		return nil, loginErr(LoginInProgress, "state", "a login with this state is already in progress")
+	}
+	if m.exchanges[ls.UserID] >= m.cfg.MaxPendingLogins {
+		return nil, &LimitError{What: "pending logins", Max: m.cfg.MaxPendingLogins, Setting: "--max-pending-logins"}
+	}
+	m.exchanging[ls.State] = struct{}{}
+	m.exchanges[ls.UserID]++
+	return func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		delete(m.exchanging, ls.State)
+		if m.exchanges[ls.UserID]--; m.exchanges[ls.UserID] <= 0 {
+			delete(m.exchanges, ls.UserID)
+		}
+	}, nil
+}
+
+// connect stores a fresh token as the connection's next generation,
+// consuming state in the same transaction. The very token already stored
+// (a repeated callback, a client's retry) changes nothing: no new
+// generation, no change published, open streams untouched.
+func (m *Manager) connect(ctx context.Context, k Key, tok broker.Token, state string) (store.Connection, error) {
 	sealed, err := m.cfg.Sealer.Seal([]byte(tok.Access.Reveal()), k.identity())
 	if err != nil {
 		return store.Connection{}, err
@@ -124,30 +152,59 @@ func (m *Manager) connect(ctx context.Context, k Key, tok broker.Token) (store.C
 	now := m.cfg.Clock.Now().UTC()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	conn, err := m.commitLocked(ctx, k, e, func(c *store.Connection) (*store.Event, error) {
+	if e.conn.State == store.StateConnected && e.conn.TokenGeneration > e.deadGen &&
+		subtle.ConstantTimeCompare([]byte(e.token.Reveal()), []byte(tok.Access.Reveal())) == 1 {
+		if err := m.cfg.Store.DeleteLoginState(ctx, state); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return store.Connection{}, err
+		}
+		m.forgetLoginLocked(e, state)
+		m.cfg.Logger.Info("broker login repeated with the token already stored: nothing to change", "user_id", k.UserID, "broker", k.Broker, "generation", e.conn.TokenGeneration)
+		return e.conn, nil
+	}
+	conn, err := m.commitLocked(ctx, k, e, false, func(c *store.Connection) (*store.Event, error) {
 		c.State, c.Reason, c.SealedToken = store.StateConnected, store.ReasonNone, sealed
-		c.TokenGeneration++
+		c.TokenGeneration = max(c.TokenGeneration, e.deadGen) + 1
 		c.BrokerUserID = tok.BrokerUserID
 		c.IssuedAt, c.ConnectedAt, c.LastValidatedAt, c.UpdatedAt = now, now, now, now
+		c.DisconnectedAt = time.Time{}
 		c.ExpiresAt = tok.ExpiresAt.UTC()
 		if tok.ExpiresAt.IsZero() {
 			c.ExpiresAt = time.Time{}
 		}
 		c.LastError = ""
-		return &store.Event{Kind: "login", At: now}, nil
+		return &store.Event{Kind: "login", At: now, ConsumeLoginState: state}, nil
 	})
-	if err != nil {
+	switch {
+	case errors.Is(err, store.ErrAccountInUse):
+		return store.Connection{}, &AccountInUseError{Broker: k.Broker, Account: tok.BrokerUserID}
+	case errors.Is(err, store.ErrLoginStateUsed):
+		return store.Connection{}, loginErr(LoginStateUnknown, "state", "unknown or already used: start the login again with GetLoginURL")
+	case err != nil:
 		return store.Connection{}, err
 	}
 	e.token = tok.Access
+	m.forgetLoginLocked(e, state)
 	m.cache.drop(k)
 	m.cfg.Logger.Info("broker connection connected", "user_id", k.UserID, "broker", k.Broker, "generation", conn.TokenGeneration, "expires_at", conn.ExpiresAt)
 	return conn, nil
 }
 
-// Disconnect logs the user out at the broker and forgets the token. It
-// reports whether the broker confirmed the logout; the token is forgotten
-// either way.
+// forgetLoginLocked drops e's cached login state if it is state (consumed).
+func (m *Manager) forgetLoginLocked(e *entry, state string) {
+	if e.login != nil && e.login.State == state {
+		e.login = nil
+	}
+}
+
+// logoutTimeout bounds the broker logout of a Disconnect without a deadline.
+const logoutTimeout = 30 * time.Second
+
+// Disconnect forgets the user's token and then logs it out at the broker.
+// The disconnection is recorded (store, memory, published) first, so a
+// crash or a hung broker cannot leave a connection that looks usable with
+// a token the broker already ended; the logout runs after, outside the
+// connection's lock, within ctx's deadline. It reports whether the broker
+// confirmed the logout.
 func (m *Manager) Disconnect(ctx context.Context, userID string, b broker.Kind) (store.Connection, bool, error) {
 	c, err := m.client(b)
 	if err != nil {
@@ -159,26 +216,66 @@ func (m *Manager) Disconnect(ctx context.Context, userID string, b broker.Kind) 
 		return store.Connection{}, false, err
 	}
 	e.mu.Lock()
-	defer e.mu.Unlock()
 	if e.conn.State != store.StateConnected {
-		return e.conn, false, nil
+		conn := e.conn
+		e.mu.Unlock()
+		return conn, false, nil
 	}
-	confirmed := c.Logout(ctx, broker.Credentials{UserID: userID, Token: e.token}) == nil
 	now := m.cfg.Clock.Now().UTC()
-	gen := e.conn.TokenGeneration
-	conn, err := m.commitLocked(ctx, k, e, func(c *store.Connection) (*store.Event, error) {
+	gen, tok := e.conn.TokenGeneration, e.token
+	// A fresh login state goes with the disconnection, so the AuthRequired
+	// later calls get carries a URL to connect again.
+	ls := m.nextLoginState(k, e, now)
+	conn, err := m.commitLocked(ctx, k, e, false, func(c *store.Connection) (*store.Event, error) {
 		c.State, c.Reason, c.SealedToken = store.StateDisconnected, store.ReasonLoggedOut, nil
 		c.DisconnectedAt, c.UpdatedAt, c.ExpiresAt = now, now, time.Time{}
 		c.LastError = ""
-		return &store.Event{Kind: "logout", At: now}, nil
+		return &store.Event{Kind: "logout", At: now, NewLoginState: ls}, nil
 	})
-	if err != nil && !errors.Is(err, errNoChange) {
+	if err != nil {
+		e.mu.Unlock()
 		return store.Connection{}, false, err
 	}
+	if ls != nil {
+		e.login = ls
+	}
 	e.token = secret.Value{}
+	e.deadGen = max(e.deadGen, gen)
 	m.cache.drop(k)
+	e.mu.Unlock()
+
+	lctx, cancel := context.WithTimeout(ctx, logoutTimeout)
+	defer cancel()
+	confirmed := c.Logout(lctx, broker.Credentials{UserID: userID, Token: tok}) == nil
 	m.cfg.Logger.Info("broker connection logged out", "user_id", userID, "broker", b, "generation", gen, "broker_confirmed", confirmed)
 	return conn, confirmed, nil
+}
+
+// UserRevoked drops what memory holds of a user whose feedgate API key was
+// revoked (store.RevokeUser has disconnected its rows and deleted its
+// login states, possibly from another process): every connection of the
+// user is marked disconnected in memory, its token forgotten, the change
+// published so its feeds close without another broker call, and the next
+// read goes to the store again.
+func (m *Manager) UserRevoked(userID string) {
+	now := m.cfg.Clock.Now().UTC()
+	for kind := range m.cfg.Brokers {
+		k := Key{userID, kind}
+		e := m.entry(k)
+		e.mu.Lock()
+		if e.loaded && e.conn.State == store.StateConnected {
+			e.deadGen = max(e.deadGen, e.conn.TokenGeneration)
+			c := e.conn
+			c.State, c.Reason, c.LastError = store.StateDisconnected, store.ReasonLoggedOut, "the feedgate user was revoked"
+			c.DisconnectedAt, c.UpdatedAt, c.ExpiresAt = now, now, time.Time{}
+			e.conn, e.token = c, secret.Value{}
+			m.stopTimer(k)
+			m.publish(Change{Key: k, Conn: c})
+		}
+		e.loaded, e.login = false, nil
+		e.mu.Unlock()
+		m.cache.drop(k)
+	}
 }
 
 // Status returns the user's connection to each configured broker (or to
@@ -198,4 +295,8 @@ func (m *Manager) Status(ctx context.Context, userID string, b broker.Kind) ([]s
 		e.mu.Unlock()
 	}
 	return out, nil
+}
+
+func loginErr(code LoginCode, field, msg string) *LoginError {
+	return &LoginError{Code: code, Field: field, Msg: msg}
 }

@@ -2,7 +2,6 @@ package connections
 
 import (
 	"context"
-	"errors"
 
 	"github.com/feedgate/feedgate/server/broker"
 	"github.com/feedgate/feedgate/server/store"
@@ -18,7 +17,7 @@ type Session struct {
 
 // Session returns the user's current credentials for b, or an
 // *AuthRequiredError when the connection is disconnected. It never calls
-// the broker.
+// the broker, and never hands out a token a broker said is dead.
 func (m *Manager) Session(ctx context.Context, userID string, b broker.Kind) (Session, error) {
 	if _, err := m.client(b); err != nil {
 		return Session{}, err
@@ -30,20 +29,32 @@ func (m *Manager) Session(ctx context.Context, userID string, b broker.Kind) (Se
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.conn.State != store.StateConnected {
+	if e.conn.State != store.StateConnected || e.conn.TokenGeneration <= e.deadGen {
 		return Session{}, m.authRequiredLocked(k, e)
 	}
 	return Session{Key: k, Creds: broker.Credentials{UserID: userID, Token: e.token}, Generation: e.conn.TokenGeneration}, nil
 }
 
+// authRequiredLocked describes e's disconnection. Its login URL is the
+// entry's live login state, if there is one: reading an AuthRequired never
+// creates or evicts a state.
 func (m *Manager) authRequiredLocked(k Key, e *entry) *AuthRequiredError {
-	return &AuthRequiredError{
+	reason := e.conn.Reason
+	if e.conn.State == store.StateConnected {
+		reason = store.ReasonTokenRevoked // refused by deadGen while the row still says connected
+	}
+	ar := &AuthRequiredError{
 		Broker:         k.Broker,
-		Reason:         e.conn.Reason,
-		Message:        authMessage(k.Broker, e.conn.Reason),
-		LoginURL:       m.loginURLOrEmpty(k),
+		Reason:         reason,
+		Message:        authMessage(k.Broker, reason),
 		DisconnectedAt: e.conn.DisconnectedAt,
 	}
+	if e.login != nil && m.cfg.Clock.Now().Before(e.login.ExpiresAt) {
+		if c, err := m.client(k.Broker); err == nil {
+			ar.LoginURL = c.LoginURL(e.login.State)
+		}
+	}
+	return ar
 }
 
 // AuthRequired returns the *AuthRequiredError for a disconnected
@@ -55,55 +66,37 @@ func (m *Manager) AuthRequired(ctx context.Context, k Key) (*AuthRequiredError, 
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.conn.State == store.StateConnected {
+	if e.conn.State == store.StateConnected && e.conn.TokenGeneration > e.deadGen {
 		return nil, nil
 	}
 	return m.authRequiredLocked(k, e), nil
 }
 
 // Call runs fn with the user's credentials for b. When fn's error says the
-// token is dead, Call disconnects the connection (if it is still on the
-// same token generation) and returns an *AuthRequiredError instead. While
-// the connection is disconnected fn is not called at all.
+// token is dead, Call records the death (if the connection is still on that
+// token) and returns an *AuthRequiredError instead, never a store error.
+// When a newer login replaced the token while fn ran, Call runs fn once
+// more with the current session and returns what that returns. While the
+// connection is disconnected fn is not called at all.
 func (m *Manager) Call(ctx context.Context, userID string, b broker.Kind, op string, fn func(context.Context, broker.Credentials) error) error {
-	s, err := m.Session(ctx, userID, b)
-	if err != nil {
-		return err
+	for attempt := 0; ; attempt++ {
+		s, err := m.Session(ctx, userID, b)
+		if err != nil {
+			return err
+		}
+		err = fn(ctx, s.Creds)
+		if err == nil || !broker.IsAuthDead(err) {
+			return err
+		}
+		ar, newer := m.reportAuthDead(ctx, s, op, err)
+		if !newer {
+			return ar
+		}
+		if attempt > 0 {
+			// Logged in again twice while calls were failing: let the
+			// caller decide.
+			reason := store.ReasonTokenRevoked
+			return &AuthRequiredError{Broker: b, Reason: reason, Message: authMessage(b, reason) + " (a newer login is active: retry)"}
+		}
 	}
-	err = fn(ctx, s.Creds)
-	if err == nil || !broker.IsAuthDead(err) {
-		return err
-	}
-	return m.ReportAuthDead(ctx, s, op, err)
-}
-
-// ReportAuthDead records that the broker said s's token is dead (from any
-// path: a unary call, a probe or the feed) and returns the resulting
-// *AuthRequiredError. It disconnects only if the connection is still on
-// s.Generation.
-func (m *Manager) ReportAuthDead(ctx context.Context, s Session, op string, cause error) error {
-	reason := store.ReasonTokenRevoked
-	if be, ok := broker.AsError(cause); ok && be.Expired {
-		reason = store.ReasonTokenExpired
-	}
-	e, err := m.load(ctx, s.Key)
-	if err != nil {
-		return err
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if reason == store.ReasonTokenRevoked && e.conn.State == store.StateConnected && e.conn.TokenGeneration == s.Generation &&
-		!e.conn.ExpiresAt.IsZero() && !m.cfg.Clock.Now().Before(e.conn.ExpiresAt) {
-		reason = store.ReasonTokenExpired
-	}
-	detail := op + ": " + cause.Error()
-	if err := m.invalidateLocked(ctx, s.Key, e, s.Generation, reason, detail); err != nil {
-		return errors.Join(err, cause)
-	}
-	if e.conn.State == store.StateConnected {
-		// A newer login replaced the dead token while the call ran: the
-		// caller may simply try again.
-		return &AuthRequiredError{Broker: s.Key.Broker, Reason: reason, Message: authMessage(s.Key.Broker, reason) + " (a newer login is already active: retry)"}
-	}
-	return m.authRequiredLocked(s.Key, e)
 }

@@ -122,7 +122,9 @@ func (m *Manager) Validate(ctx context.Context, k Key, force bool) (Outcome, err
 	c, _ := m.client(k.Broker)
 	_, err = c.Profile(ctx, s.Creds)
 	if broker.IsAuthDead(err) {
-		_ = m.ReportAuthDead(ctx, s, "token validation", err)
+		if _, newer := m.reportAuthDead(ctx, s, "token validation", err); newer {
+			return OutcomeSkipped, nil // a newer login replaced the token meanwhile
+		}
 		return OutcomeInvalidated, nil
 	}
 	if err != nil {
@@ -134,7 +136,8 @@ func (m *Manager) Validate(ctx context.Context, k Key, force bool) (Outcome, err
 	return OutcomeValid, nil
 }
 
-// markValidated records a successful probe (no event: probes are frequent).
+// markValidated records a successful probe (no event: probes are frequent;
+// not published: it changes nothing a client acts on).
 func (m *Manager) markValidated(ctx context.Context, k Key, gen int64, at time.Time) {
 	m.touch(ctx, k, gen, func(c *store.Connection) { c.LastValidatedAt, c.LastError = at.UTC(), "" })
 }
@@ -154,7 +157,7 @@ func (m *Manager) touch(ctx context.Context, k Key, gen int64, edit func(*store.
 	if e.conn.State != store.StateConnected || e.conn.TokenGeneration != gen {
 		return
 	}
-	_, err = m.commitLocked(ctx, k, e, func(c *store.Connection) (*store.Event, error) {
+	_, err = m.commitLocked(ctx, k, e, true, func(c *store.Connection) (*store.Event, error) {
 		if c.State != store.StateConnected || c.TokenGeneration != gen {
 			return nil, errNoChange
 		}
@@ -185,9 +188,16 @@ func (m *Manager) Sweep(ctx context.Context, b broker.Kind, force bool) (SweepRe
 			return SweepResult{}, err
 		}
 		for _, uc := range page {
-			if _, ok := m.cfg.Brokers[uc.Connection.Broker]; ok {
-				keys = append(keys, Key{uc.Connection.UserID, uc.Connection.Broker})
+			if _, ok := m.cfg.Brokers[uc.Connection.Broker]; !ok {
+				continue
 			}
+			if !uc.User.Active() {
+				// Revoked (by the CLI, perhaps while this process ran):
+				// never probe its tokens again.
+				m.UserRevoked(uc.User.ID)
+				continue
+			}
+			keys = append(keys, Key{uc.Connection.UserID, uc.Connection.Broker})
 		}
 		if len(page) < f.Limit {
 			break

@@ -20,19 +20,25 @@ type Watcher struct {
 	once    sync.Once
 }
 
-// Watch returns a Watcher for userID's connections. Call Close when done.
-func (m *Manager) Watch(userID string) *Watcher {
+// Watch returns a Watcher for userID's connections, or a *LimitError when
+// the user already has MaxWatchers open. Call Close when done.
+func (m *Manager) Watch(userID string) (*Watcher, error) {
 	c := make(chan struct{}, 1)
 	w := &Watcher{C: c, c: c, userID: userID, m: m, done: make(chan struct{})}
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	select {
 	case <-m.stop:
 		w.close()
+		return w, nil
 	default:
-		m.watch[w] = struct{}{}
 	}
-	m.mu.Unlock()
-	return w
+	if m.watchers[userID] >= m.cfg.MaxWatchers {
+		return nil, &LimitError{What: "status watchers", Max: m.cfg.MaxWatchers, Setting: "--max-watchers-per-user"}
+	}
+	m.watch[w] = struct{}{}
+	m.watchers[userID]++
+	return w, nil
 }
 
 // Done is closed when the manager shuts down.
@@ -69,10 +75,15 @@ func (w *Watcher) notify(ch Change) {
 
 func (w *Watcher) close() { w.once.Do(func() { close(w.done) }) }
 
-// Close stops the watcher.
+// Close stops the watcher. It is idempotent.
 func (w *Watcher) Close() {
 	w.m.mu.Lock()
-	delete(w.m.watch, w)
+	if _, ok := w.m.watch[w]; ok {
+		delete(w.m.watch, w)
+		if w.m.watchers[w.userID]--; w.m.watchers[w.userID] <= 0 {
+			delete(w.m.watchers, w.userID)
+		}
+	}
 	w.m.mu.Unlock()
 	w.close()
 }

@@ -3,6 +3,7 @@ package feed
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/feedgate/feedgate/server/broker"
 )
@@ -30,6 +31,16 @@ func (e *LimitError) Error() string {
 	return fmt.Sprintf("%s feed subscription limit: %s", e.Broker.DisplayName(), e.Msg)
 }
 
+// StreamLimitError means the user already has the most open streams the
+// hub allows one user; the API layer maps it to ResourceExhausted.
+type StreamLimitError struct {
+	Max int
+}
+
+func (e *StreamLimitError) Error() string {
+	return fmt.Sprintf("at most %d open market-feed streams per user (--max-streams-per-user): close some first", e.Max)
+}
+
 // AsInputError returns the *InputError in err's chain, if any.
 func AsInputError(err error) (*InputError, bool) {
 	var e *InputError
@@ -54,3 +65,11 @@ var errNoStreams = errors.New("feed: no streams left")
 
 // errAuthLost cancels an upstream whose connection was disconnected.
 var errAuthLost = errors.New("feed: broker connection disconnected")
+
+// errTokenKnownDead stops a dial with a token generation the upstream saw
+// refused.
+var errTokenKnownDead = errors.New("feed: the broker token is known dead")
+
+// minDeadTokenWait is the least an upstream waits before reading the
+// session again after it was handed a token known dead.
+const minDeadTokenWait = time.Second

@@ -49,6 +49,9 @@ var DefaultReconnectBudget = []ratelimit.Window{{N: 20, Per: time.Second}, {N: 6
 // the public API allows.
 const DefaultMaxStreamKeys = 500
 
+// DefaultMaxStreamsPerUser bounds one user's open streams, across brokers.
+const DefaultMaxStreamsPerUser = 200
+
 // Sessions is what the hub needs from the connections manager;
 // *connections.Manager implements it.
 type Sessions interface {
@@ -81,6 +84,9 @@ type Config struct {
 	FeedOptions broker.FeedOptions
 	// MaxStreamKeys bounds one stream's keys (DefaultMaxStreamKeys).
 	MaxStreamKeys int
+	// MaxStreamsPerUser bounds one user's open streams, across brokers
+	// (DefaultMaxStreamsPerUser).
+	MaxStreamsPerUser int
 	// Logger receives operational logs (never tokens); nil discards.
 	Logger *slog.Logger
 }
@@ -93,7 +99,9 @@ type Hub struct {
 	mu     sync.Mutex
 	ups    map[connections.Key]*upstream
 	closed bool
-	wg     sync.WaitGroup // one per upstream run goroutine
+	// perUser counts each user's open streams (Subscribe to Close).
+	perUser map[string]int
+	wg      sync.WaitGroup // one per upstream run goroutine
 	// reconnects is the fleet-wide reconnect budget, keyed by broker.
 	reconnects *ratelimit.Limiter
 }
@@ -131,6 +139,9 @@ func New(cfg Config) (*Hub, error) {
 	if cfg.MaxStreamKeys <= 0 {
 		cfg.MaxStreamKeys = DefaultMaxStreamKeys
 	}
+	if cfg.MaxStreamsPerUser <= 0 {
+		cfg.MaxStreamsPerUser = DefaultMaxStreamsPerUser
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -139,7 +150,7 @@ func New(cfg Config) (*Hub, error) {
 	if err != nil {
 		return nil, fmt.Errorf("feed: ReconnectBudget: %w", err)
 	}
-	h := &Hub{cfg: cfg, bm: map[broker.Kind]*brokerMetrics{}, ups: map[connections.Key]*upstream{}, reconnects: reconnects}
+	h := &Hub{cfg: cfg, bm: map[broker.Kind]*brokerMetrics{}, ups: map[connections.Key]*upstream{}, perUser: map[string]int{}, reconnects: reconnects}
 	for k := range cfg.Dialers {
 		b := string(k)
 		m := cfg.Metrics
@@ -191,8 +202,12 @@ func (h *Hub) Subscribe(ctx context.Context, userID string, b broker.Kind, keys 
 	key := connections.Key{UserID: userID, Broker: b}
 	bm := h.bm[b]
 	st := newStream(h, bm, uniq, mode)
+	if err := h.admit(st, userID); err != nil {
+		return nil, err
+	}
 	ae, err := h.cfg.Conns.AuthRequired(ctx, key)
 	if err != nil {
+		st.Close()
 		return nil, err
 	}
 	if ae != nil {
@@ -203,6 +218,7 @@ func (h *Hub) Subscribe(ctx context.Context, userID string, b broker.Kind, keys 
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.closed {
+		h.releaseLocked(st)
 		return nil, ErrHubClosed
 	}
 	u := h.ups[key]
@@ -211,6 +227,7 @@ func (h *Hub) Subscribe(ctx context.Context, userID string, b broker.Kind, keys 
 		u = newUpstream(h, key, dialer, bm)
 	}
 	if err := u.join(st); err != nil {
+		h.releaseLocked(st)
 		return nil, err
 	}
 	st.up = u
@@ -222,6 +239,32 @@ func (h *Hub) Subscribe(ctx context.Context, userID string, b broker.Kind, keys 
 		go u.run()
 	}
 	return st, nil
+}
+
+// admit counts st against its user's stream limit; Close releases it.
+func (h *Hub) admit(st *Stream, userID string) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return ErrHubClosed
+	}
+	if h.perUser[userID] >= h.cfg.MaxStreamsPerUser {
+		return &StreamLimitError{Max: h.cfg.MaxStreamsPerUser}
+	}
+	h.perUser[userID]++
+	st.user = userID
+	return nil
+}
+
+// releaseLocked gives back st's place in its user's stream limit, once.
+func (h *Hub) releaseLocked(st *Stream) {
+	if st.user == "" {
+		return
+	}
+	if h.perUser[st.user]--; h.perUser[st.user] <= 0 {
+		delete(h.perUser, st.user)
+	}
+	st.user = ""
 }
 
 // onChange is the connections hook: a disconnected connection ends its

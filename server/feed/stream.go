@@ -63,6 +63,9 @@ type Stream struct {
 	bm   *brokerMetrics
 	keys []string
 	mode broker.FeedMode
+	// user is the user whose stream limit this stream counts against, ""
+	// once released; guarded by Hub.mu.
+	user string
 
 	// stage is the fan-out's scratch space, touched only by the
 	// upstream's reader goroutine while it holds up.mu.
@@ -252,6 +255,9 @@ func (s *Stream) Close() error {
 			s.up.leave(s)
 		}
 		s.end(ErrStreamClosed, nil)
+		s.hub.mu.Lock()
+		s.hub.releaseLocked(s)
+		s.hub.mu.Unlock()
 	})
 	return nil
 }

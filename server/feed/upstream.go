@@ -38,6 +38,10 @@ type upstream struct {
 	ended    bool
 	lostConn *connections.Change // set by authLost
 
+	// deadGen is the highest token generation a dial of this upstream saw
+	// refused; used only by run.
+	deadGen int64
+
 	// touched is the fan-out's scratch list, used only by the reader.
 	touched []*Stream
 }
@@ -288,6 +292,11 @@ func (u *upstream) run() {
 				u.authEnd(ae)
 				return
 			}
+		} else if sess.Generation <= u.deadGen {
+			// The manager still hands out a token this upstream saw refused
+			// (it should not): never dial with it, wait and read again.
+			err = errTokenKnownDead
+			log.Error("feed: the session's token is known dead; not dialling", "generation", sess.Generation)
 		} else {
 			var conn broker.FeedConn
 			if attempt > 0 {
@@ -322,10 +331,10 @@ func (u *upstream) run() {
 			}
 			if broker.IsAuthDead(err) {
 				ctx, cancel := context.WithTimeout(context.WithoutCancel(u.ctx), 10*time.Second)
-				_ = u.hub.cfg.Conns.ReportAuthDead(ctx, sess, "market feed", err)
-				ae, aerr := u.hub.cfg.Conns.AuthRequired(ctx, u.key)
+				rerr := u.hub.cfg.Conns.ReportAuthDead(ctx, sess, "market feed", err)
 				cancel()
-				if aerr == nil && ae == nil {
+				u.deadGen = max(u.deadGen, sess.Generation)
+				if rerr == nil {
 					continue // a newer login replaced the dead token: dial with it
 				}
 				u.authEnd(u.currentAuth())
@@ -337,6 +346,9 @@ func (u *upstream) run() {
 		d := Backoff(attempt, u.hub.cfg.BackoffBase, u.hub.cfg.BackoffCap, u.hub.cfg.Jitter)
 		if be, ok := broker.AsError(err); ok && be.Class == broker.ClassRateLimited {
 			d = max(d, be.RetryAfter)
+		}
+		if errors.Is(err, errTokenKnownDead) {
+			d = max(d, minDeadTokenWait)
 		}
 		attempt++
 		if u.sleep(d) {

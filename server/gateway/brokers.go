@@ -12,6 +12,7 @@ import (
 	"github.com/feedgate/feedgate/server/broker/fyers"
 	"github.com/feedgate/feedgate/server/broker/upstox"
 	"github.com/feedgate/feedgate/server/config"
+	"github.com/feedgate/feedgate/server/loginbind"
 	"github.com/feedgate/feedgate/server/sandbox"
 	"github.com/feedgate/feedgate/server/secret"
 )
@@ -79,7 +80,7 @@ func (g *Gateway) redirectURL(b config.Broker, kind broker.Kind) string {
 	if b.RedirectURL != "" {
 		return b.RedirectURL
 	}
-	return g.publicURL() + callbackPath(kind)
+	return g.publicURL() + loginbind.CallbackPath(kind)
 }
 
 func (g *Gateway) publicURL() string {

@@ -30,7 +30,9 @@ import (
 	"github.com/feedgate/feedgate/server/clock"
 	"github.com/feedgate/feedgate/server/config"
 	"github.com/feedgate/feedgate/server/connections"
+	"github.com/feedgate/feedgate/server/connguard"
 	"github.com/feedgate/feedgate/server/feed"
+	"github.com/feedgate/feedgate/server/loginbind"
 	"github.com/feedgate/feedgate/server/metrics"
 	"github.com/feedgate/feedgate/server/reflection"
 	"github.com/feedgate/feedgate/server/sandbox"
@@ -67,6 +69,7 @@ type Gateway struct {
 	hub        *feed.Hub
 	metrics    *metrics.Registry
 	auth       *auth.Interceptor
+	guard      *connguard.Guard
 	background sync.WaitGroup
 }
 
@@ -156,6 +159,8 @@ func (g *Gateway) build(ctx context.Context) error {
 		ValidationTTL:         g.cfg.ValidationTTL,
 		ValidationInterval:    g.cfg.ValidationInterval,
 		ValidationConcurrency: g.cfg.ValidationConcurrency,
+		MaxPendingLogins:      g.cfg.MaxPendingLogins,
+		MaxWatchers:           g.cfg.MaxWatchersPerUser,
 	})
 	if err != nil {
 		return err
@@ -172,7 +177,8 @@ func (g *Gateway) build(ctx context.Context) error {
 	g.metrics = metrics.NewRegistry()
 	g.hub, err = feed.New(feed.Config{
 		Conns: g.conns, Dialers: dialers, Metrics: metrics.NewFeed(g.metrics), Clock: g.opts.Clock,
-		Logger: g.opts.Logger.With("component", "feed"),
+		Logger:            g.opts.Logger.With("component", "feed"),
+		MaxStreamsPerUser: g.cfg.MaxStreamsPerUser,
 	})
 	return err
 }
@@ -230,23 +236,31 @@ func (g *Gateway) routes() (http.Handler, error) {
 	mux := http.NewServeMux()
 	// Authentication first; the access log inside it sees the user.
 	g.auth = auth.NewInterceptor(g.store, g.opts.Logger)
-	interceptors := connect.WithInterceptors(g.auth, accesslog.New(g.opts.Logger))
-	handlerOpts := []connect.HandlerOption{
-		interceptors,
-		connect.WithReadMaxBytes(1 << 20),
+	g.auth.OnRevoked = g.conns.UserRevoked
+	g.guard = connguard.New(connguard.Config{
+		MaxConns: g.cfg.MaxConns, MaxConnsPerAddr: g.cfg.MaxConnsPerAddr,
+		Logger: g.opts.Logger.With("component", "connguard"),
+	})
+	g.auth.OnRefused = g.guard.Refused
+	// Every handler, health and reflection included, reads at most
+	// maxMessageBytes of a message, decompressed, and stops inflating there.
+	bounded := []connect.HandlerOption{connect.WithReadMaxBytes(maxMessageBytes), boundedGzip(maxMessageBytes)}
+	handlerOpts := append([]connect.HandlerOption{
+		connect.WithInterceptors(g.auth, accesslog.New(g.opts.Logger)),
 		// Compress only large responses: small stream messages cost more
 		// CPU to gzip than they save (see shared/toolchain.md).
 		connect.WithCompressMinBytes(8 << 10),
-	}
+	}, bounded...)
 	deps := &api.Deps{
 		Conns: g.conns, Hub: g.hub, Brokers: g.brokers, Store: g.store, Drain: g.drain,
 		Logger: g.opts.Logger, Heartbeat: g.cfg.HeartbeatInterval, Now: g.opts.Clock.Now,
+		SecureCookies: g.cfg.SecureCookies(),
 	}
 	mux.Handle(feedgatev1connect.NewMarketDataServiceHandler(api.NewMarketData(deps), handlerOpts...))
 	mux.Handle(feedgatev1connect.NewConnectionServiceHandler(api.NewConnection(deps), handlerOpts...))
 	mux.Handle(feedgatev1connect.NewAdminServiceHandler(api.NewAdmin(deps), handlerOpts...))
 	for kind := range g.brokers {
-		mux.Handle(callbackPath(kind), g.oauthCallback(kind))
+		mux.Handle(loginbind.CallbackPath(kind), g.oauthCallback(kind))
 	}
 	mux.Handle("/metrics", g.metrics.Handler())
 	mux.Handle("/", web.Handler()) // the dashboard, built into the binary
@@ -256,15 +270,17 @@ func (g *Gateway) routes() (http.Handler, error) {
 		feedgatev1connect.ConnectionServiceName,
 		feedgatev1connect.AdminServiceName,
 	}
-	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...)))
-	refl, err := reflection.Handlers(append(services, grpchealth.HealthV1ServiceName)...)
+	mux.Handle(grpchealth.NewHandler(grpchealth.NewStaticChecker(services...), bounded...))
+	refl, err := reflection.Handlers(append(services, grpchealth.HealthV1ServiceName), bounded...)
 	if err != nil {
 		return nil, err
 	}
 	for path, h := range refl {
 		mux.Handle(path, h)
 	}
-	return mux, nil
+	// Outermost: the body bound and the per-connection budgets, then
+	// authentication before any feedgate body is read.
+	return g.guard.Handler(g.auth.Middleware(mux)), nil
 }
 
 func (g *Gateway) httpServer(h http.Handler) *http.Server {
@@ -285,7 +301,11 @@ func (g *Gateway) httpServer(h http.Handler) *http.Server {
 			SendPingTimeout:      30 * time.Second,
 			PingTimeout:          15 * time.Second,
 		},
-		ErrorLog: slog.NewLogLogger(g.opts.Logger.Handler(), slog.LevelWarn),
+		// Connection caps, and per-connection budgets for cancelled
+		// (HTTP/2 rapid reset) and refused requests.
+		ConnState:   g.guard.ConnState,
+		ConnContext: g.guard.ConnContext,
+		ErrorLog:    slog.NewLogLogger(g.opts.Logger.Handler(), slog.LevelWarn),
 	}
 }
 

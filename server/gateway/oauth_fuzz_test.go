@@ -14,6 +14,8 @@ import (
 	"github.com/feedgate/feedgate/server/auth"
 	"github.com/feedgate/feedgate/server/broker"
 	"github.com/feedgate/feedgate/server/config"
+	"github.com/feedgate/feedgate/server/connections"
+	"github.com/feedgate/feedgate/server/loginbind"
 )
 
 // FuzzOAuthCallback sends arbitrary query strings to both brokers' OAuth
@@ -22,11 +24,16 @@ import (
 // and "{code}" are replaced by a live state issued to the test user for the
 // callback's broker and a code the sandbox approved for it, and
 // "{otherstate}" by a live state issued for the other broker, so the fuzzer
-// also explores valid, mixed and replayed logins. It proves: no panic; the
-// answer is always 303 to "/#/auth?..." on the same origin (no scheme, no
-// host, nothing from the request but the fixed keys connected, login_error
-// and broker); and a login completes only when the query's state is a live
-// state issued for that broker, and is reported as such.
+// also explores valid, mixed and replayed logins. The request carries the
+// browser binding cookie of the live state when the fuzzer asks for one
+// ("{state}" in the query and an odd which), as the browser that asked for
+// the login URL would. It proves: no panic; the answer is either 303 to
+// "/#/auth?..." on the same origin (no scheme, no host, nothing from the
+// request but the fixed keys connected, login_error and broker, and the
+// error a known code) or the fixed 403 page for a browser without the
+// binding; and a login completes only when the query's state is a live
+// state issued for that broker and the browser holds its binding, and is
+// reported as such.
 func FuzzOAuthCallback(f *testing.F) {
 	for _, s := range []string{
 		"code=x&state=y",
@@ -41,8 +48,9 @@ func FuzzOAuthCallback(f *testing.F) {
 		"state=;code=;",
 		"",
 	} {
-		f.Add(uint8(0), s)
-		f.Add(uint8(1), s)
+		for which := range uint8(4) {
+			f.Add(which, s)
+		}
 	}
 	ctx := context.Background()
 	cfg, err := config.Load("test", []string{"--addr", "127.0.0.1:0", "--data-dir", f.TempDir(), "--sandbox-addr", "127.0.0.1:0"},
@@ -62,7 +70,7 @@ func FuzzOAuthCallback(f *testing.F) {
 	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 10 * time.Second}
 	// approve issues a live state for kind and has the sandbox approve it.
 	approve := func(t *testing.T, kind broker.Kind) (state, code string) {
-		loginURL, state, _, err := g.Conns().LoginURL(u.ID, kind)
+		loginURL, state, _, err := g.Conns().LoginURL(ctx, u.ID, kind)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -88,11 +96,18 @@ func FuzzOAuthCallback(f *testing.F) {
 		}
 		return cs[0].TokenGeneration
 	}
+	known := map[string]bool{}
+	for _, c := range []connections.LoginCode{connections.LoginStateMissing, connections.LoginStateUnknown, connections.LoginStateExpired,
+		connections.LoginStateForeign, connections.LoginUserRevoked, connections.LoginInProgress, connections.LoginCodeMissing,
+		connections.LoginCodeRefused, connections.LoginDenied, connections.LoginAccountInUse, connections.LoginBrokerFailure, connections.LoginFailed} {
+		known[string(c)] = true
+	}
 	f.Fuzz(func(t *testing.T, which uint8, q string) {
 		kind, other := broker.Upstox, broker.Fyers
 		if which%2 == 1 {
 			kind, other = broker.Fyers, broker.Upstox
 		}
+		bind := which&2 == 0
 		live := ""
 		if strings.Contains(q, "{state}") || strings.Contains(q, "{code}") {
 			state, code := approve(t, kind)
@@ -104,12 +119,27 @@ func FuzzOAuthCallback(f *testing.F) {
 			q = strings.ReplaceAll(q, "{otherstate}", state)
 		}
 		before := generation(t, kind)
-		r := httptest.NewRequest(http.MethodGet, callbackPath(kind), nil)
+		r := httptest.NewRequest(http.MethodGet, loginbind.CallbackPath(kind), nil)
 		r.URL.RawQuery = q
+		if bind && live != "" {
+			r.AddCookie(loginbind.Cookie(kind, live, time.Now().Add(time.Minute), false))
+		}
 		w := httptest.NewRecorder()
 		g.oauthCallback(kind).ServeHTTP(w, r)
 
 		loc := w.Header().Get("Location")
+		if w.Code == http.StatusForbidden {
+			if generation(t, kind) != before {
+				t.Fatalf("a callback without the browser binding completed a login: %q", q)
+			}
+			if bind && live != "" && r.URL.Query().Get("state") == live {
+				t.Fatalf("refused as unbound although the browser holds the binding: %q", q)
+			}
+			if body := w.Body.String(); !strings.Contains(body, "did not connect any") {
+				t.Fatalf("the refusal page: %q", body)
+			}
+			return
+		}
 		if w.Code != http.StatusSeeOther || !strings.HasPrefix(loc, "/#/auth?") {
 			t.Fatalf("answered %d %q", w.Code, loc)
 		}
@@ -126,11 +156,14 @@ func FuzzOAuthCallback(f *testing.F) {
 				t.Fatalf("Location %q carries %q", loc, k)
 			}
 		}
+		if e := dest.Get("login_error"); e != "" && !known[e] {
+			t.Fatalf("Location %q carries an unknown error code", loc)
+		}
 		after := generation(t, kind)
 		connected := dest.Get("connected") == string(kind)
 		if after != before {
-			if live == "" || r.URL.Query().Get("state") != live {
-				t.Fatalf("login completed (generation %d -> %d) without the live state: %q", before, after, q)
+			if live == "" || r.URL.Query().Get("state") != live || !bind {
+				t.Fatalf("login completed (generation %d -> %d) without the live state and its binding: %q", before, after, q)
 			}
 			if !connected {
 				t.Fatalf("login completed but reported %q", loc)
@@ -139,7 +172,7 @@ func FuzzOAuthCallback(f *testing.F) {
 			t.Fatalf("reported connected without a login: %q", loc)
 		}
 		if w := httptest.NewRecorder(); true {
-			post := httptest.NewRequest(http.MethodPost, callbackPath(kind), nil)
+			post := httptest.NewRequest(http.MethodPost, loginbind.CallbackPath(kind), nil)
 			post.URL.RawQuery = q
 			g.oauthCallback(kind).ServeHTTP(w, post)
 			if w.Code != http.StatusMethodNotAllowed || generation(t, kind) != after {

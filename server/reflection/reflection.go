@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 
+	"connectrpc.com/connect"
 	"connectrpc.com/grpcreflect"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -40,8 +41,8 @@ func (r resolver) FindDescriptorByName(name protoreflect.FullName) (protoreflect
 }
 
 // Handlers returns the v1 and v1alpha reflection handlers listing
-// services (plus reflection itself).
-func Handlers(services ...string) (map[string]http.Handler, error) {
+// services (plus reflection itself), built with opts.
+func Handlers(services []string, opts ...connect.HandlerOption) (map[string]http.Handler, error) {
 	var set descriptorpb.FileDescriptorSet
 	if err := proto.Unmarshal(image, &set); err != nil {
 		return nil, fmt.Errorf("reflection image: %w", err)
@@ -53,8 +54,8 @@ func Handlers(services ...string) (map[string]http.Handler, error) {
 	names := append(services, grpcreflect.ReflectV1ServiceName, grpcreflect.ReflectV1AlphaServiceName)
 	r := grpcreflect.NewReflector(grpcreflect.NamerFunc(func() []string { return names }), grpcreflect.WithDescriptorResolver(resolver{files}))
 	out := map[string]http.Handler{}
-	p1, h1 := grpcreflect.NewHandlerV1(r)
-	p2, h2 := grpcreflect.NewHandlerV1Alpha(r)
+	p1, h1 := grpcreflect.NewHandlerV1(r, opts...)
+	p2, h2 := grpcreflect.NewHandlerV1Alpha(r, opts...)
 	out[p1], out[p2] = h1, h2
 	return out, nil
 }

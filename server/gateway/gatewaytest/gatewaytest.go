@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/cookiejar"
 	"net/url"
 	"strings"
 	"testing"
@@ -164,8 +165,28 @@ func (b bearer) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.
 
 // Clients returns clients using key over protocol p.
 func (e *Env) Clients(key string, p Protocol) Clients {
-	opts := append([]connect.ClientOption{connect.WithInterceptors(bearer(key))}, p.Opts...)
+	return e.clients(key, p, H2C())
+}
+
+// BrowserClients returns clients using key over protocol p that keep
+// cookies as a browser does, and a client for the browser's navigations
+// (it follows no redirects) sharing their cookie jar: the cookie that
+// GetLoginURL sets goes back with the OAuth callback, as in the browser
+// that asked for the login.
+func (e *Env) BrowserClients(key string, p Protocol) (Clients, *http.Client) {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		e.T.Fatal(err)
+	}
 	hc := H2C()
+	hc.Jar = jar
+	nav := &http.Client{Jar: jar, Timeout: 10 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	return e.clients(key, p, hc), nav
+}
+
+func (e *Env) clients(key string, p Protocol, hc *http.Client) Clients {
+	opts := append([]connect.ClientOption{connect.WithInterceptors(bearer(key))}, p.Opts...)
 	return Clients{
 		MarketData: feedgatev1connect.NewMarketDataServiceClient(hc, e.URL, opts...),
 		Connection: feedgatev1connect.NewConnectionServiceClient(hc, e.URL, opts...),
