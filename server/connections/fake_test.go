@@ -77,8 +77,13 @@ func (f *fakeBroker) LoginURL(state string) string {
 func (f *fakeBroker) ExchangeCode(ctx context.Context, code string) (broker.Token, error) {
 	f.mu.Lock()
 	f.calls["exchange"]++
-	hook := f.exchangeErr
+	hook, before := f.exchangeErr, f.before
 	f.mu.Unlock()
+	if before != nil {
+		if err := before("exchange", ""); err != nil {
+			return broker.Token{}, err
+		}
+	}
 	if hook != nil {
 		if err := hook(); err != nil {
 			return broker.Token{}, err
@@ -160,6 +165,24 @@ func (f *fakeBroker) markObserved(tok, how string) {
 	}
 }
 
+// deadToken reports whether tok is dead at the broker: revoked there, or
+// past its expiry.
+func (f *fakeBroker) deadToken(tok string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	ti := f.tokens[tok]
+	return ti != nil && (ti.revoked || ti.observed != "" || (!ti.expiresAt.IsZero() && !f.now().Before(ti.expiresAt)))
+}
+
+// revokeToken ends tok at the broker.
+func (f *fakeBroker) revokeToken(tok string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if ti := f.tokens[tok]; ti != nil {
+		ti.revoked = true
+	}
+}
+
 func (f *fakeBroker) violated() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -210,10 +233,19 @@ func (f *fakeBroker) ValidateInstrumentKey(string) error { return nil }
 
 var dead = &broker.Error{Broker: broker.Upstox, Class: broker.ClassAuthDead, HTTPStatus: 401, Code: "UDAPI100050"}
 
+// tb is what env needs of a *testing.T or a *rapid.T.
+type tb interface {
+	Helper()
+	Fatal(args ...any)
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Cleanup(func())
+}
+
 // env is a Manager on a real SQLite file behind a fault injector, with a
 // fake broker and a fake clock.
 type env struct {
-	t     testing.TB
+	t     tb
 	m     *connections.Manager
 	db    *sqlitestore.Store
 	st    *storefault.Store
@@ -227,10 +259,10 @@ type env struct {
 
 // newEnv opens (or reopens, with the same path and key) a database, and
 // starts a Manager on it.
-func newEnv(t testing.TB, path string, key []byte, fb *fakeBroker, clk clock.Clock) *env {
+func newEnv(t tb, path string, key []byte, fb *fakeBroker, clk clock.Clock) *env {
 	t.Helper()
 	if path == "" {
-		path = filepath.Join(t.TempDir(), "db")
+		path = filepath.Join(t.(interface{ TempDir() string }).TempDir(), "db")
 	}
 	if key == nil {
 		key = make([]byte, 32)
