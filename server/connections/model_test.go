@@ -100,7 +100,7 @@ type model struct {
 	// expires is the known expiry of each user's current token (zero: none).
 	expires map[string]time.Time
 	// tok is each user's current token, as the broker issued it.
-	tok map[string]string
+	tok     map[string]string
 	stale   map[string]connections.Session
 	faulty  bool
 	streams []*mstream
@@ -651,7 +651,7 @@ type fakeFeedConn struct {
 }
 
 func (c *fakeFeedConn) Subscribe(context.Context, []string, broker.FeedMode) error  { return nil }
-func (c *fakeFeedConn) Unsubscribe(context.Context, []string) error                { return nil }
+func (c *fakeFeedConn) Unsubscribe(context.Context, []string) error                 { return nil }
 func (c *fakeFeedConn) ChangeMode(context.Context, []string, broker.FeedMode) error { return nil }
 func (c *fakeFeedConn) Next(ctx context.Context) ([]broker.Tick, error) {
 	select {
@@ -667,4 +667,3 @@ func (c *fakeFeedConn) Close() error {
 	c.closeOnce.Do(func() { close(c.closed) })
 	return nil
 }
-
