@@ -30,7 +30,8 @@ type stallProxy struct {
 	target string
 
 	mu     sync.Mutex
-	pipes  []*pipe
+	pipes  []*pipe // not frozen yet
+	all    []*pipe
 	closed bool
 	wg     sync.WaitGroup
 }
@@ -73,6 +74,7 @@ func (p *stallProxy) serve() {
 			return
 		}
 		p.pipes = append(p.pipes, pp)
+		p.all = append(p.all, pp)
 		p.mu.Unlock()
 		p.wg.Add(2)
 		go p.copy(pp, pp.a, pp.b)
@@ -118,12 +120,13 @@ func (p *stallProxy) freeze() int {
 }
 
 // close closes the listener and every socket, frozen ones included.
-func (p *stallProxy) close(frozen []*pipe) {
+func (p *stallProxy) close() {
 	p.mu.Lock()
 	p.closed = true
+	all := p.all
 	p.mu.Unlock()
 	p.ln.Close()
-	for _, pp := range frozen {
+	for _, pp := range all {
 		pp.a.Close()
 		pp.b.Close()
 	}
@@ -143,7 +146,6 @@ func TestSilentFeedSocketIsDetectedAndReconnected(t *testing.T) {
 	}
 	srv := httptest.NewServer(sb.Handler())
 	proxy := newStallProxy(t, srv.Listener.Addr().String())
-	var frozen []*pipe
 	ctx := context.Background()
 	st, err := sqlitestore.Open(ctx, filepath.Join(t.TempDir(), "feedgate.db"))
 	if err != nil {
@@ -175,10 +177,13 @@ func TestSilentFeedSocketIsDetectedAndReconnected(t *testing.T) {
 	t.Cleanup(func() {
 		hub.Close()
 		m.Close()
-		_ = sb.Close()
-		proxy.close(frozen)
-		srv.Close()
+		// The proxy's sockets first: the sandbox's feed writers are blocked
+		// on the frozen ones, and the HTTP client keeps idle ones: closing
+		// the sandbox first would wait out their timeouts.
+		proxy.close()
 		proxy.wg.Wait()
+		_ = sb.Close()
+		srv.Close()
 		_ = st.Close()
 	})
 	e := &sbEnv{sb: sb, srv: srv, m: m, hub: hub}
@@ -187,9 +192,6 @@ func TestSilentFeedSocketIsDetectedAndReconnected(t *testing.T) {
 	defer s.Close()
 	nextTicks(t, s)
 
-	proxy.mu.Lock()
-	frozen = append(frozen, proxy.pipes...)
-	proxy.mu.Unlock()
 	start := time.Now()
 	if n := proxy.freeze(); n == 0 {
 		t.Fatal("no connection to freeze")

@@ -189,9 +189,10 @@ func (s *Stream) Next(ctx context.Context) (Event, error) {
 }
 
 // deliver moves the staged ticks into the queue, conflating per
-// instrument, and returns how many unread ticks were replaced. The caller
+// instrument, and counts the unread ticks it replaced (before the reader
+// is woken, so the metric never lags what a reader has seen). The caller
 // is the upstream's reader.
-func (s *Stream) deliver(now time.Time) int64 {
+func (s *Stream) deliver(now time.Time) {
 	var replaced int64
 	s.mu.Lock()
 	if s.endErr == nil {
@@ -209,8 +210,10 @@ func (s *Stream) deliver(now time.Time) int64 {
 	s.mu.Unlock()
 	clear(s.stage)
 	s.stage = s.stage[:0]
+	if replaced > 0 {
+		s.bm.conflated.Add(replaced)
+	}
 	s.wake()
-	return replaced
 }
 
 // setState records an upstream state change and queues its event.

@@ -497,7 +497,6 @@ func toProto(t *broker.Tick, rich bool) *tickPair {
 func (u *upstream) dispatch(ticks []broker.Tick) {
 	now := u.hub.cfg.Clock.Now()
 	u.bm.ticksIn.Add(int64(len(ticks)))
-	var replaced int64
 	u.mu.Lock()
 	for i := range ticks {
 		t := &ticks[i]
@@ -526,12 +525,9 @@ func (u *upstream) dispatch(ticks []broker.Tick) {
 		}
 	}
 	for _, s := range u.touched {
-		replaced += s.deliver(now)
+		s.deliver(now)
 	}
 	u.mu.Unlock()
 	clear(u.touched)
 	u.touched = u.touched[:0]
-	if replaced > 0 {
-		u.bm.conflated.Add(replaced)
-	}
 }
