@@ -43,9 +43,6 @@ type Interceptor struct {
 	// OnRevoked, if set before serving, is called with the id of a user
 	// whose key was found revoked while it had streams open.
 	OnRevoked func(userID string)
-	// OnRefused, if set before serving, is called for every request the
-	// Middleware refuses (to count it against its connection).
-	OnRefused func(*http.Request)
 	errw      *connect.ErrorWriter
 }
 
@@ -74,9 +71,6 @@ func (i *Interceptor) Middleware(next http.Handler) http.Handler {
 		})
 		if err != nil {
 			i.refused(r.Context(), r.URL.Path, r.RemoteAddr, err)
-			if i.OnRefused != nil {
-				i.OnRefused(r)
-			}
 			if i.errw.IsSupported(r) {
 				_ = i.errw.Write(w, r, err)
 			} else {
@@ -84,6 +78,7 @@ func (i *Interceptor) Middleware(next http.Handler) http.Handler {
 			}
 			return
 		}
+		connguard.MarkAuthenticated(ctx)
 		next.ServeHTTP(w, r.WithContext(ctx))
 	})
 }

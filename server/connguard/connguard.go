@@ -2,13 +2,16 @@
 // spend before it has proved anything: how many TCP connections it holds
 // (in total and per remote address, below the process's descriptor
 // limit), how large a request body can be, and how fast one connection may
-// cancel streams (HTTP/2 rapid reset) or have its requests refused (no or
-// a wrong API key). A connection past either rate is closed: the HTTP/2
-// server in net/http has no knob for them, and closing the socket ends
-// every stream on it at once.
+// send requests that are not authenticated (refused, or to the endpoints
+// that need no key: health, reflection, the dashboard) or that it cancels
+// before they finish (HTTP/2 rapid reset). A connection past that rate is
+// closed: the HTTP/2 server in net/http has no knob for it, and closing the
+// socket ends every stream on it at once. Authenticated requests that run
+// to their end cost nothing here; they are accountable to a user.
 //
 // Wire it into an http.Server with ConnState and ConnContext, wrap the
-// handler with Handler, and report refused requests with Refused.
+// handler with Handler, and call MarkAuthenticated from the authentication
+// layer inside it.
 package connguard
 
 import (
@@ -34,14 +37,11 @@ type Config struct {
 	MaxConnsPerAddr int
 	// MaxBodyBytes bounds one request's body (default 4 MiB).
 	MaxBodyBytes int64
-	// ResetRate and ResetBurst bound requests a client cancels before
-	// they finish, per connection (default 200/s, burst 2000).
-	ResetRate  rate.Limit
-	ResetBurst int
-	// RefusalRate and RefusalBurst bound refused requests per connection
-	// (default 50/s, burst 200).
-	RefusalRate  rate.Limit
-	RefusalBurst int
+	// AnonRate and AnonBurst bound, per connection, the requests that are
+	// not authenticated or that the client cancels before they finish
+	// (default 200/s, burst 2000).
+	AnonRate  rate.Limit
+	AnonBurst int
 	// Logger receives one line per refused or closed connection, at most
 	// a few a second.
 	Logger *slog.Logger
@@ -77,11 +77,8 @@ func New(cfg Config) *Guard {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	if cfg.ResetRate <= 0 {
-		cfg.ResetRate, cfg.ResetBurst = 200, 2000
-	}
-	if cfg.RefusalRate <= 0 {
-		cfg.RefusalRate, cfg.RefusalBurst = 50, 200
+	if cfg.AnonRate <= 0 {
+		cfg.AnonRate, cfg.AnonBurst = 200, 2000
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -132,12 +129,11 @@ func (g *Guard) ConnState(c net.Conn, s http.ConnState) {
 	}
 }
 
-// conn is one connection's budget of cancelled and refused requests.
+// conn is one connection's budget.
 type conn struct {
-	c        net.Conn
-	resets   *rate.Limiter
-	refusals *rate.Limiter
-	once     sync.Once
+	c    net.Conn
+	anon *rate.Limiter
+	once sync.Once
 }
 
 type connKey struct{}
@@ -145,9 +141,20 @@ type connKey struct{}
 // ConnContext is the http.Server hook that gives every request its
 // connection's budget.
 func (g *Guard) ConnContext(ctx context.Context, c net.Conn) context.Context {
-	return context.WithValue(ctx, connKey{}, &conn{c: c,
-		resets:   rate.NewLimiter(g.cfg.ResetRate, g.cfg.ResetBurst),
-		refusals: rate.NewLimiter(g.cfg.RefusalRate, g.cfg.RefusalBurst)})
+	return context.WithValue(ctx, connKey{}, &conn{c: c, anon: rate.NewLimiter(g.cfg.AnonRate, g.cfg.AnonBurst)})
+}
+
+// request is what the authentication layer tells the guard of a request.
+type request struct{ authenticated atomic.Bool }
+
+type requestKey struct{}
+
+// MarkAuthenticated records that the request of ctx carries a valid API
+// key. Contexts derived from the request's share the mark.
+func MarkAuthenticated(ctx context.Context) {
+	if r, ok := ctx.Value(requestKey{}).(*request); ok {
+		r.authenticated.Store(true)
+	}
 }
 
 func (g *Guard) drop(cn *conn, why string) {
@@ -158,8 +165,9 @@ func (g *Guard) drop(cn *conn, why string) {
 	})
 }
 
-// Handler bounds every request's body and counts the requests the client
-// cancels before they finish against their connection's budget.
+// Handler bounds every request's body, and counts each request that was
+// not authenticated or that the client cancelled before it finished
+// against its connection's budget.
 func (g *Guard) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > g.cfg.MaxBodyBytes {
@@ -167,22 +175,16 @@ func (g *Guard) Handler(next http.Handler) http.Handler {
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, g.cfg.MaxBodyBytes)
+		req := &request{}
+		r = r.WithContext(context.WithValue(r.Context(), requestKey{}, req))
 		next.ServeHTTP(w, r)
-		if r.Context().Err() == nil {
+		if req.authenticated.Load() && r.Context().Err() == nil {
 			return
 		}
-		if cn, ok := r.Context().Value(connKey{}).(*conn); ok && !cn.resets.Allow() {
-			g.drop(cn, "too many cancelled requests (HTTP/2 rapid reset?)")
+		if cn, ok := r.Context().Value(connKey{}).(*conn); ok && !cn.anon.Allow() {
+			g.drop(cn, "too many unauthenticated or cancelled requests (a flood, or HTTP/2 rapid reset)")
 		}
 	})
-}
-
-// Refused counts a refused request (no or a wrong API key) against its
-// connection's budget.
-func (g *Guard) Refused(r *http.Request) {
-	if cn, ok := r.Context().Value(connKey{}).(*conn); ok && !cn.refusals.Allow() {
-		g.drop(cn, "too many refused requests")
-	}
 }
 
 // Stats are a Guard's counters.

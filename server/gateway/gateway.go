@@ -241,7 +241,6 @@ func (g *Gateway) routes() (http.Handler, error) {
 		MaxConns: g.cfg.MaxConns, MaxConnsPerAddr: g.cfg.MaxConnsPerAddr,
 		Logger: g.opts.Logger.With("component", "connguard"),
 	})
-	g.auth.OnRefused = g.guard.Refused
 	// Every handler, health and reflection included, reads at most
 	// maxMessageBytes of a message, decompressed, and stops inflating there.
 	bounded := []connect.HandlerOption{connect.WithReadMaxBytes(maxMessageBytes), boundedGzip(maxMessageBytes)}
@@ -301,8 +300,8 @@ func (g *Gateway) httpServer(h http.Handler) *http.Server {
 			SendPingTimeout:      30 * time.Second,
 			PingTimeout:          15 * time.Second,
 		},
-		// Connection caps, and per-connection budgets for cancelled
-		// (HTTP/2 rapid reset) and refused requests.
+		// Connection caps, and a per-connection budget for unauthenticated
+		// and cancelled requests (floods, HTTP/2 rapid reset).
 		ConnState:   g.guard.ConnState,
 		ConnContext: g.guard.ConnContext,
 		ErrorLog:    slog.NewLogLogger(g.opts.Logger.Handler(), slog.LevelWarn),
