@@ -13,6 +13,7 @@ import (
 	"github.com/feedgate/feedgate/server/broker"
 	"github.com/feedgate/feedgate/server/connections"
 	"github.com/feedgate/feedgate/server/feed"
+	"github.com/feedgate/feedgate/server/store"
 )
 
 // inputError is a request field the caller must correct.
@@ -110,6 +111,16 @@ func toConnect(ctx context.Context, logger *slog.Logger, procedure string, err e
 func brokerToConnect(ctx context.Context, logger *slog.Logger, procedure string, be *broker.Error) error {
 	name := be.Broker.DisplayName()
 	switch be.Class {
+	case broker.ClassAuthDead:
+		// Calls with a user's token go through connections.Manager.Call,
+		// which turns this into an AuthRequiredError; one that did not is
+		// still a dead token to the client, never Internal.
+		reason := store.ReasonTokenRevoked
+		if be.Expired {
+			reason = store.ReasonTokenExpired
+		}
+		return AuthRequiredError(AuthRequiredProto(&connections.AuthRequiredError{Broker: be.Broker, Reason: reason,
+			Message: name + " refused the session: log in to " + name + " again."}))
 	case broker.ClassBadInput:
 		field := be.Field
 		if field == "" {

@@ -8,19 +8,19 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"go.uber.org/goleak"
 
 	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
 	"github.com/feedgate/feedgate/server/broker"
 	"github.com/feedgate/feedgate/server/clock"
 	"github.com/feedgate/feedgate/server/gateway/gatewaytest"
-	"github.com/feedgate/feedgate/server/hardening"
 	"github.com/feedgate/feedgate/server/sandbox"
 )
 
-// The fault tests are not parallel: each counts the process's goroutines
-// before its gateway starts and after it stops, which only means something
-// while no other test of the package runs (parallel tests start after
-// every serial one).
+// The fault tests are not parallel: each checks with goleak that no
+// goroutine started while its gateway ran outlives it, which only means
+// something while no other test of the package runs (parallel tests start
+// after every serial one).
 
 // faultEnv is a gateway with one user connected to both sandbox brokers.
 type faultEnv struct {
@@ -68,13 +68,13 @@ func (f *faultEnv) fault(b feedgatev1.Broker, ft sandbox.Fault) {
 	f.e.Sandbox().AddFault(ft)
 }
 
-// stopAndCheckLeaks stops the gateway and waits for the goroutine count to
-// return to what it was before it started.
-func stopAndCheckLeaks(t *testing.T, e *gatewaytest.Env, baseline int) {
+// stopAndCheckLeaks stops the gateway and checks that no goroutine but
+// those running before it started (ignore) is left.
+func stopAndCheckLeaks(t *testing.T, e *gatewaytest.Env, ignore goleak.Option) {
 	t.Helper()
 	e.Stop()
-	n := hardening.WaitGoroutines(t, baseline, 2, 10*time.Second)
-	t.Logf("goroutines: %d before the gateway started, %d after it stopped", baseline, n)
+	closeIdle()
+	goleak.VerifyNone(t, ignore)
 }
 
 func rateLimited(err error) *feedgatev1.RateLimited {
@@ -97,7 +97,7 @@ func rateLimited(err error) *feedgatev1.RateLimited {
 // number of broker calls (never more than 3), that the answer comes within
 // a bound, and that nothing leaks once the gateway stops.
 func TestFaultsUnary(t *testing.T) {
-	baseline := hardening.Goroutines()
+	ignore := goleak.IgnoreCurrent()
 	f := startFaultEnv(t, "faults")
 	for _, b := range []feedgatev1.Broker{upstox, fyers} {
 		t.Run(brokerName(b), func(t *testing.T) {
@@ -170,7 +170,7 @@ func TestFaultsUnary(t *testing.T) {
 			}
 		})
 	}
-	stopAndCheckLeaks(t, f.e, baseline)
+	stopAndCheckLeaks(t, f.e, ignore)
 }
 
 // TestRevocationDuringABurst revokes alice's Upstox token while 16 of her
@@ -180,7 +180,7 @@ func TestFaultsUnary(t *testing.T) {
 // again; at most one 401 per in-flight call reaches the broker and none
 // after; bob sees no error at all.
 func TestRevocationDuringABurst(t *testing.T) {
-	baseline := hardening.Goroutines()
+	ignore := goleak.IgnoreCurrent()
 	e := gatewaytest.Start(t, gatewaytest.Options{})
 	e.Sandbox().SetRateLimits(false)
 	alice := e.Clients(e.NewUser("burst-alice", false), gatewaytest.Protocols[1])
@@ -199,6 +199,8 @@ func TestRevocationDuringABurst(t *testing.T) {
 		_, err := c.MarketData.GetQuotes(ctx, connect.NewRequest(&feedgatev1.GetQuotesRequest{Broker: upstox, InstrumentKeys: []string{nifty}}))
 		return err
 	}
+	var aliceDead int // workers that have seen AuthRequired
+	progress := make(chan struct{}, 1)
 	for i := range aliceWorkers + bobWorkers {
 		wg.Add(1)
 		go func() {
@@ -231,18 +233,49 @@ func TestRevocationDuringABurst(t *testing.T) {
 					var ce *connect.Error
 					if errors.As(err, &ce) && ce.Code() == connect.CodeUnauthenticated && len(ce.Details()) == 1 {
 						aliceAuth++
+						if !dead {
+							aliceDead++
+						}
 						dead = true
 					} else {
 						problems = append(problems, "alice: "+err.Error())
 					}
 				}
 				mu.Unlock()
+				select {
+				case progress <- struct{}{}:
+				default:
+				}
 			}
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
+	// until waits for the workers' counts to satisfy cond.
+	until := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.After(20 * time.Second)
+		for {
+			mu.Lock()
+			ok := cond()
+			mu.Unlock()
+			if ok {
+				return
+			}
+			select {
+			case <-progress:
+			case <-deadline:
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	until("both users' calls to succeed", func() bool { return aliceOK >= aliceWorkers && bobOK >= bobWorkers })
 	e.Revoke("upstox", "burst-alice")
-	time.Sleep(700 * time.Millisecond)
+	var bobAtRevoke int
+	mu.Lock()
+	bobAtRevoke = bobOK
+	mu.Unlock()
+	until("every alice worker to see AuthRequired, and bob to go on", func() bool {
+		return aliceDead == aliceWorkers && bobOK >= bobAtRevoke+2*bobWorkers
+	})
 	close(stop)
 	wg.Wait()
 	for _, p := range problems {
@@ -265,7 +298,7 @@ func TestRevocationDuringABurst(t *testing.T) {
 	if st := connState(t, alice, upstox); st.Reason != feedgatev1.DisconnectReason_DISCONNECT_REASON_TOKEN_REVOKED {
 		t.Errorf("alice's connection: %v", st)
 	}
-	stopAndCheckLeaks(t, e, baseline)
+	stopAndCheckLeaks(t, e, ignore)
 }
 
 // TestExpiryEndsOpenStreams opens Upstox streams for two users on a
@@ -274,7 +307,7 @@ func TestRevocationDuringABurst(t *testing.T) {
 // TOKEN_EXPIRED and ends with Unauthenticated and the same detail, with no
 // broker call; a second before the expiry they are still open.
 func TestExpiryEndsOpenStreams(t *testing.T) {
-	baseline := hardening.Goroutines()
+	ignore := goleak.IgnoreCurrent()
 	fake := clock.NewFake(time.Now())
 	e := gatewaytest.Start(t, gatewaytest.Options{Clock: fake, Args: []string{"--validation-interval", "10000h"}})
 	var streams []*feedStream
@@ -314,5 +347,5 @@ func TestExpiryEndsOpenStreams(t *testing.T) {
 		t.Errorf("%d profile probes", n)
 	}
 	t.Logf("%d streams ended with TOKEN_EXPIRED; broker calls before/after: %d/%d", len(streams), calls, e.Calls("upstox", "/", 0, ""))
-	stopAndCheckLeaks(t, e, baseline)
+	stopAndCheckLeaks(t, e, ignore)
 }

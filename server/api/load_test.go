@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"go.uber.org/goleak"
 
 	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
 	"github.com/feedgate/feedgate/server/gateway/gatewaytest"
@@ -105,7 +106,8 @@ func TestLoadManyStreamsAndARevocationStorm(t *testing.T) {
 		users = 40
 	}
 	revoked := users / 2
-	baseG, baseHeap := hardening.Goroutines(), hardening.HeapAlloc()
+	ignore := goleak.IgnoreCurrent()
+	baseG, baseHeap := runtime.NumGoroutine(), hardening.HeapAlloc()
 	e := gatewaytest.Start(t, gatewaytest.Options{})
 	e.Sandbox().SetRateLimits(false)
 	clients := make([]gatewaytest.Clients, users)
@@ -197,7 +199,9 @@ func TestLoadManyStreamsAndARevocationStorm(t *testing.T) {
 		}
 	}
 	e.Stop()
-	afterG := hardening.WaitGoroutines(t, baseG, 5, 15*time.Second)
+	closeIdle()
+	goleak.VerifyNone(t, ignore)
+	afterG := runtime.NumGoroutine()
 	afterHeap := hardening.HeapAlloc()
 	t.Logf("%d users x 2 streams: logged in after %v, all ticking after %v; peak %d goroutines, %.1f MiB heap",
 		users, loginTime.Round(time.Millisecond), liveTime.Round(time.Millisecond), peakG, hardening.MiB(peakHeap))
@@ -210,23 +214,25 @@ func TestLoadManyStreamsAndARevocationStorm(t *testing.T) {
 	}
 }
 
-// TestSoak churns a gateway for 25 s (skipped with -short; FEEDGATE_SOAK=1
-// runs 3 minutes): 20 users open and close streams, ask for quotes and
-// option chains (each about 5 times a second, within Upstox's per-user
-// rates), and every 2 s one of them is revoked at the broker and logs in
-// again at its next AuthRequired. No call may fail other than with AuthRequired for a
-// revoked user; afterwards goroutines and heap must return near their
+// TestSoak churns a gateway for 25 s (run with -soak, or FEEDGATE_SOAK=1
+// for 3 minutes; not part of the default go test ./...): 20 users open and
+// close streams, ask for quotes and option chains (each about 5 times a
+// second, within Upstox's per-user rates), and every 2 s one of them is
+// revoked at the broker and logs in again at its next AuthRequired. No
+// call may fail other than with AuthRequired for a revoked user;
+// afterwards no goroutine is left (goleak) and the heap returns near its
 // baseline, so nothing accumulates per request, stream or login.
 func TestSoak(t *testing.T) {
-	if testing.Short() {
-		t.Skip("soak")
+	if !*soak && !hardening.Soak() {
+		t.Skip("the soak runs with -soak (25 s) or FEEDGATE_SOAK=1 (3 min)")
 	}
 	d := 25 * time.Second
 	if hardening.Soak() {
 		d = 3 * time.Minute
 	}
 	const users = 20
-	baseG, baseHeap := hardening.Goroutines(), hardening.HeapAlloc()
+	ignore := goleak.IgnoreCurrent()
+	baseG, baseHeap := runtime.NumGoroutine(), hardening.HeapAlloc()
 	e := gatewaytest.Start(t, gatewaytest.Options{})
 	e.Sandbox().SetRateLimits(false)
 	expiry := nearestExpiry(t, e)
@@ -334,7 +340,9 @@ func TestSoak(t *testing.T) {
 		t.Error(f)
 	}
 	e.Stop()
-	afterG := hardening.WaitGoroutines(t, baseG, 5, 15*time.Second)
+	closeIdle()
+	goleak.VerifyNone(t, ignore)
+	afterG := runtime.NumGoroutine()
 	afterHeap := hardening.HeapAlloc()
 	t.Logf("soak %v: %d streams opened and closed, %d unary calls, %d revocations, %d AuthRequired answered by a new login",
 		d, streamsOpened.Load(), unary.Load(), revocations.Load(), authReq.Load())

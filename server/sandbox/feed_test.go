@@ -4,11 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/feedgate/feedgate/gen/go/upstox/feedv3"
@@ -178,7 +178,7 @@ func TestFeedRefusals(t *testing.T) {
 func itoa(i int) string { b, _ := json.Marshal(i); return string(b) }
 
 func TestCloseLeavesNoGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
+	ignore := goleak.IgnoreCurrent()
 	e := newEnv(t, Config{FeedInterval: 10 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -205,12 +205,5 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	c.CloseNow()
 	e.srv.Client().CloseIdleConnections()
 	e.client.CloseIdleConnections()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before {
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<16)
-			t.Fatalf("goroutines: %d > %d\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	goleak.VerifyNone(t, ignore)
 }

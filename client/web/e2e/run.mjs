@@ -133,12 +133,26 @@ try {
   check(await tid("nav-admin").isHidden(), "the token-health link is hidden for a non-admin key");
   await screenshot("connections-before");
 
-  // 2a. A failed broker login (a forged callback) comes back as
-  // #/auth?login_error=… and is shown, without connecting anything.
-  log("failed login is reported");
-  await page.goto(`${base}/oauth/upstox/callback?code=forged&state=forged`);
+  // 2a. A callback this browser did not ask for (a forged or CSRF login)
+  // attaches nothing and says so on a page of its own.
+  log("a callback not started in this browser is refused");
+  const cbRes = await page.goto(`${base}/oauth/upstox/callback?code=forged&state=forged`);
+  check(cbRes.status() === 403, `the unbound callback answered ${cbRes.status()}, want 403`);
+  check(/did not connect any\s+Upstox\s+account/.test(await page.textContent("body")), "the refusal page says nothing was connected");
+  await screenshot("login-not-bound");
+
+  // 2a'. A failed login comes back as #/auth?login_error=<code>; the
+  // dashboard shows only messages it knows, never text from the URL.
+  log("login errors show known messages only");
+  await page.goto(`${base}/#/auth?login_error=state_expired&broker=upstox`);
   await tid("auth-login-error").waitFor();
-  check(/Upstox login failed/.test(await tid("auth-login-error").textContent()), "the login error names the broker");
+  let errText = await tid("auth-login-error").textContent();
+  check(/Upstox login failed/.test(errText) && /longer than 10 minutes/.test(errText), `the known code's message: ${errText}`);
+  await page.goto("about:blank");
+  await page.goto(`${base}/#/auth?login_error=${encodeURIComponent("Call +91 99999 00000 to unlock your account")}&broker=upstox`);
+  await tid("auth-login-error").waitFor();
+  errText = await tid("auth-login-error").textContent();
+  check(!/99999|unlock/.test(errText) && /could not be completed/.test(errText), `an unknown code shows the generic message, not the URL's text: ${errText}`);
   await page.locator('[data-testid="broker-card-upstox"][data-state="disconnected"]').waitFor();
   await screenshot("login-error");
 

@@ -17,10 +17,6 @@ import { navigate } from "./router";
 
 type Prompt = { detail: AuthRequired; shownAt: number; dismissed: boolean };
 
-// A login URL's state is single-use and lives ten minutes; after this long
-// the prompt asks for a fresh one instead.
-const LOGIN_URL_FRESH_MS = 8 * 60_000;
-
 class Gate {
   private streams = new Map<Broker, Set<AbortController>>();
   private prompts = new Map<Broker, Prompt>();
@@ -134,8 +130,7 @@ class Gate {
           btn.disabled = true;
           btn.textContent = `Opening ${name}…`;
           try {
-            const fresh = Date.now() - p.shownAt < LOGIN_URL_FRESH_MS;
-            await startLogin(d.broker, { loginUrl: fresh ? d.loginUrl : undefined, returnHash: window.location.hash });
+            await startLogin(d.broker, { returnHash: window.location.hash });
           } catch (e) {
             const f = this.handle(e);
             btn.disabled = false;
@@ -195,13 +190,16 @@ export function withSandboxAccount(url: string, account: string): string {
 }
 
 /**
- * Sends the browser to the broker's login dialog. The gateway's OAuth
- * callback completes the login and returns to #/auth?connected=<broker>,
- * which then goes back to returnHash.
+ * Sends the browser to the broker's login dialog. The URL always comes from
+ * GetLoginURL, never from an AuthRequired detail: its answer sets the
+ * cookie that binds the login to this browser, without which the gateway's
+ * callback refuses to attach an account (login CSRF). The gateway hands out
+ * the same live state again, so a login already under way in another tab
+ * keeps working. The callback completes the login and returns to
+ * #/auth?connected=<broker>, which then goes back to returnHash.
  */
-export async function startLogin(broker: Broker, opts: { loginUrl?: string; account?: string; returnHash?: string } = {}): Promise<void> {
-  let url = opts.loginUrl;
-  if (!url) url = (await connections.getLoginURL({ broker })).url;
+export async function startLogin(broker: Broker, opts: { account?: string; returnHash?: string } = {}): Promise<void> {
+  const url = (await connections.getLoginURL({ broker })).url;
   if (!url) throw new Error("the gateway returned no login URL");
   const account = opts.account ?? prefs.get(`sandboxAccount.${brokerSlug(broker)}`);
   if (opts.returnHash) returnTo.set(opts.returnHash);

@@ -30,7 +30,8 @@ export const connectionsPage: Page = (root, query) => {
   if (loginError) {
     returnTo.take();
     const b = brokerFromSlug(query.get("broker"));
-    flash.append(alertBox("error", "auth-login-error", h("strong", null, `${b !== undefined ? brokerName(b) : "Broker"} login failed: `), loginError));
+    const name = b !== undefined ? brokerName(b) : "the broker";
+    flash.append(alertBox("error", "auth-login-error", h("strong", null, `${b !== undefined ? brokerName(b) : "Broker"} login failed: `), loginErrorMessage(loginError, name)));
   }
   if (connected !== undefined || loginError) replaceQuery("auth", {}); // a reload should not repeat the message
 
@@ -174,4 +175,26 @@ function withAgo(d: Date | undefined): string {
 
 function capital(s: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+// The messages for the gateway's login error codes. The URL carries only a
+// code; anything else gets the generic message, so a crafted link cannot
+// put its own words on this page.
+const LOGIN_ERRORS: Record<string, (broker: string) => string> = {
+  state_missing: () => "the login link was incomplete. Press Connect to start again.",
+  state_unknown: () => "this login was already used or is unknown. Press Connect to start again.",
+  state_expired: () => "the login took longer than 10 minutes. Press Connect to start again.",
+  state_foreign: () => "the login was started for another user or broker. Press Connect to start again.",
+  user_revoked: () => "the feedgate user it was started for has been revoked.",
+  login_in_progress: () => "this login is already being completed. Wait a moment and reload.",
+  code_missing: (b) => `${b} sent no authorization code. Press Connect to start again.`,
+  code_refused: (b) => `${b} refused the authorization code (wrong, expired or already used). Press Connect to start again.`,
+  denied: (b) => `the login was not approved at ${b}.`,
+  account_in_use: (b) => `this ${b} account is already connected to another feedgate user. Disconnect it there first, or log in with another ${b} account.`,
+  broker_unavailable: (b) => `${b} did not answer. Press Connect to try again in a moment.`,
+};
+
+export function loginErrorMessage(code: string, broker: string): string {
+  const m = LOGIN_ERRORS[code];
+  return m ? m(broker) : "the login could not be completed. Press Connect to try again.";
 }
