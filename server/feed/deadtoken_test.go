@@ -143,4 +143,3 @@ func (stubClient) Quotes(context.Context, broker.Credentials, []string) (*broker
 }
 func (stubClient) Logout(context.Context, broker.Credentials) error { return errStub }
 func (stubClient) ValidateInstrumentKey(string) error               { return nil }
-
