@@ -1,7 +1,8 @@
 // Package hardening holds the shared helpers of feedgate's reliability and
-// security tests: goroutine-leak and heap checks, a log capture that can be
-// searched for secrets, and the switch between the CI-sized and the long
-// (FEEDGATE_SOAK=1) versions of the load tests. It is imported by tests
+// security tests: heap checks, a log capture that can be searched for
+// secrets, and the switch between the CI-sized and the long
+// (FEEDGATE_SOAK=1) versions of the load tests. (Goroutine leaks are
+// checked with go.uber.org/goleak.) It is imported by tests
 // only; RELIABILITY.md in this directory describes what those tests prove.
 package hardening
 
@@ -11,47 +12,11 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"testing"
-	"time"
 )
 
 // Soak reports whether the long versions of the load and soak tests were
 // asked for (FEEDGATE_SOAK=1).
 func Soak() bool { return os.Getenv("FEEDGATE_SOAK") == "1" }
-
-// Goroutines returns the current goroutine count once it has stopped
-// falling (other tests' goroutines may still be winding down).
-func Goroutines() int {
-	n := runtime.NumGoroutine()
-	for range 20 {
-		time.Sleep(10 * time.Millisecond)
-		m := runtime.NumGoroutine()
-		if m >= n {
-			return m
-		}
-		n = m
-	}
-	return n
-}
-
-// WaitGoroutines waits up to within for the goroutine count to fall to at
-// most baseline+slack and returns the count it saw last; it fails t with
-// every goroutine's stack if the count stays above.
-func WaitGoroutines(t testing.TB, baseline, slack int, within time.Duration) int {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	n := runtime.NumGoroutine()
-	for n > baseline+slack && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-		n = runtime.NumGoroutine()
-	}
-	if n > baseline+slack {
-		buf := make([]byte, 4<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		t.Errorf("goroutines: %d, baseline %d (+%d allowed): leaked:\n%s", n, baseline, slack, buf)
-	}
-	return n
-}
 
 // HeapAlloc returns the live heap after two full collections, in bytes.
 func HeapAlloc() uint64 {
