@@ -91,7 +91,7 @@ func users(ctx context.Context, args []string, getenv func(string) string, stdou
 		if err := st.RevokeUser(ctx, u.ID, time.Now()); err != nil {
 			return err
 		}
-		fmt.Fprintf(stderr, "revoked the API key of %q (%s)\n", u.Name, u.ID)
+		fmt.Fprintf(stderr, "revoked the API key of %q (%s); its broker connections are disconnected and its pending logins refused\n", u.Name, u.ID)
 		return nil
 	default: // list
 		us, err := st.ListUsers(ctx)
