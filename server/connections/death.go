@@ -191,12 +191,12 @@ func (m *Manager) kickPersister() {
 
 // persistLoop retries the deaths the store refused, with backoff from
 // PersistBackoff up to 30 s, until every one is written; on Close it makes
-// one last attempt.
+// one last attempt, bounded by WriteTimeout in all.
 func (m *Manager) persistLoop() {
 	defer m.wg.Done()
 	wait := m.cfg.PersistBackoff
 	for {
-		if m.flushAll() {
+		if m.flushAll(context.Background()) {
 			wait = m.cfg.PersistBackoff
 			select {
 			case <-m.stop:
@@ -210,7 +210,11 @@ func (m *Manager) persistLoop() {
 		select {
 		case <-m.stop:
 			t.Stop()
-			m.flushAll()
+			ctx, cancel := m.detached(context.Background())
+			if !m.flushAll(ctx) {
+				m.cfg.Logger.Error("closing with deaths the store refused: they are lost with this process; the broker will refuse those tokens again", "pending", m.Pending())
+			}
+			cancel()
 			return
 		case <-fired:
 		case <-m.persistKick:
@@ -220,8 +224,9 @@ func (m *Manager) persistLoop() {
 	}
 }
 
-// flushAll tries every pending death once and reports whether none is left.
-func (m *Manager) flushAll() bool {
+// flushAll tries every pending death once, each write within WriteTimeout
+// and ctx, and reports whether none is left.
+func (m *Manager) flushAll(ctx context.Context) bool {
 	m.mu.Lock()
 	keys := make([]Key, 0, len(m.pending))
 	for k := range m.pending {
@@ -236,8 +241,8 @@ func (m *Manager) flushAll() bool {
 			continue
 		}
 		e.mu.Lock()
-		ctx, cancel := m.detached(context.Background())
-		err := m.flushLocked(ctx, k, e)
+		wctx, cancel := context.WithTimeout(ctx, m.cfg.WriteTimeout)
+		err := m.flushLocked(wctx, k, e)
 		cancel()
 		e.mu.Unlock()
 		if err != nil {

@@ -241,7 +241,7 @@ func printAuthRequired(w io.Writer, ar *feedgatev1.AuthRequired) {
 	fmt.Fprintln(w)
 	if ar.GetLoginUrl() != "" {
 		fmt.Fprintf(w, "To reconnect, open this URL in a browser and log in to %s:\n  %s\n", name, ar.GetLoginUrl())
-		fmt.Fprintf(w, "If the browser does not come back to feedgate, pass the URL it was redirected to:\n  feedgate login --broker %s --redirect 'REDIRECT_URL'\n", flagName)
+		fmt.Fprintf(w, "feedgate's page will say the login was not started in that browser (only the dashboard's own\nlogins complete there); copy the page's address and run:\n  feedgate login --broker %s --redirect 'THE_ADDRESS'\n", flagName)
 	} else {
 		fmt.Fprintf(w, "To reconnect, get a login URL with:\n  feedgate login-url --broker %s\n", flagName)
 	}
@@ -362,7 +362,7 @@ func (c *cli) loginURL(ctx context.Context, args []string) int {
 		return c.fail(err)
 	}
 	fmt.Fprintf(c.stdout, "url:     %s\nstate:   %s\nexpires: %s\n", res.Msg.GetUrl(), res.Msg.GetState(), formatTime(res.Msg.GetExpiresAt()))
-	fmt.Fprintf(c.stderr, "Open the URL in a browser and log in to %s. If the browser does not come back to feedgate,\nrun: feedgate login --broker %s --redirect 'REDIRECT_URL'\n", brokerName(b.b), brokerFlag(b.b))
+	fmt.Fprintf(c.stderr, "Open the URL in a browser and log in to %s. feedgate's page will then say the login was not\nstarted in that browser (only the dashboard's own logins complete there): copy the page's address and\nrun: feedgate login --broker %s --redirect 'THE_ADDRESS'\n", brokerName(b.b), brokerFlag(b.b))
 	return exitOK
 }
 
