@@ -337,6 +337,36 @@ func (s *Store) CountUsers(ctx context.Context) (int, error) {
 
 // RevokeUser implements store.Store.
 func (s *Store) RevokeUser(ctx context.Context, id string, at time.Time) error {
+	return s.inTx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE users SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`, at.UnixNano(), id)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return store.ErrNotFound
+		}
+		const detail = "the feedgate user was revoked"
+		if _, err := tx.ExecContext(ctx, `INSERT INTO connection_events
+			(user_id, broker, at, kind, state, reason, token_generation, detail)
+			SELECT user_id, broker, ?, 'user_revoked', ?, ?, token_generation, ?
+			FROM broker_connections WHERE user_id = ? AND state = ?`,
+			at.UnixNano(), string(store.StateDisconnected), string(store.ReasonLoggedOut), detail, id, string(store.StateConnected)); err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE broker_connections
+			SET state = ?, reason = ?, sealed_token = NULL, expires_at = NULL, disconnected_at = ?, updated_at = ?, last_error = ?
+			WHERE user_id = ? AND state = ?`,
+			string(store.StateDisconnected), string(store.ReasonLoggedOut), at.UnixNano(), at.UnixNano(), detail, id, string(store.StateConnected)); err != nil {
+			return err
+		}
+		_, err = tx.ExecContext(ctx, `DELETE FROM login_states WHERE user_id = ?`, id)
+		return err
+	})
+}
+
+// inTx runs fn in one IMMEDIATE transaction on the writer connection and
+// commits it if fn succeeds.
+func (s *Store) inTx(ctx context.Context, fn func(*sql.Tx) error) error {
 	if err := s.check(); err != nil {
 		return err
 	}
@@ -345,28 +375,7 @@ func (s *Store) RevokeUser(ctx context.Context, id string, at time.Time) error {
 		return err
 	}
 	defer func() { _ = tx.Rollback() }()
-	res, err := tx.ExecContext(ctx, `UPDATE users SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?`, at.UnixNano(), id)
-	if err != nil {
-		return err
-	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return store.ErrNotFound
-	}
-	const detail = "the feedgate user was revoked"
-	if _, err := tx.ExecContext(ctx, `INSERT INTO connection_events
-		(user_id, broker, at, kind, state, reason, token_generation, detail)
-		SELECT user_id, broker, ?, 'user_revoked', ?, ?, token_generation, ?
-		FROM broker_connections WHERE user_id = ? AND state = ?`,
-		at.UnixNano(), string(store.StateDisconnected), string(store.ReasonLoggedOut), detail, id, string(store.StateConnected)); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE broker_connections
-		SET state = ?, reason = ?, sealed_token = NULL, expires_at = NULL, disconnected_at = ?, updated_at = ?, last_error = ?
-		WHERE user_id = ? AND state = ?`,
-		string(store.StateDisconnected), string(store.ReasonLoggedOut), at.UnixNano(), at.UnixNano(), detail, id, string(store.StateConnected)); err != nil {
-		return err
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM login_states WHERE user_id = ?`, id); err != nil {
+	if err := fn(tx); err != nil {
 		return err
 	}
 	return tx.Commit()
@@ -416,14 +425,19 @@ func (s *Store) GetConnection(ctx context.Context, userID string, b broker.Kind)
 // UpdateConnection implements store.Store. The read, fn and the writes run
 // in one IMMEDIATE transaction on the single writer connection.
 func (s *Store) UpdateConnection(ctx context.Context, userID string, b broker.Kind, fn store.UpdateFunc) (store.Connection, error) {
-	if err := s.check(); err != nil {
-		return store.Connection{}, err
-	}
-	tx, err := s.w.BeginTx(ctx, nil)
+	var c store.Connection
+	err := s.inTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		c, err = updateConnection(ctx, tx, userID, b, fn)
+		return err
+	})
 	if err != nil {
 		return store.Connection{}, err
 	}
-	defer func() { _ = tx.Rollback() }()
+	return c, nil
+}
+
+func updateConnection(ctx context.Context, tx *sql.Tx, userID string, b broker.Kind, fn store.UpdateFunc) (store.Connection, error) {
 	c, err := getConn(ctx, tx, userID, b)
 	if errors.Is(err, store.ErrNotFound) {
 		c = store.Connection{UserID: userID, Broker: b}
@@ -462,7 +476,10 @@ func (s *Store) UpdateConnection(ctx context.Context, userID string, b broker.Ki
 		}
 		return store.Connection{}, err
 	}
-	if ev != nil && ev.ConsumeLoginState != "" {
+	if ev == nil {
+		return c, nil
+	}
+	if ev.ConsumeLoginState != "" {
 		res, err := tx.ExecContext(ctx, `DELETE FROM login_states WHERE state = ? AND user_id = ? AND broker = ?`, ev.ConsumeLoginState, userID, string(b))
 		if err != nil {
 			return store.Connection{}, err
@@ -471,23 +488,18 @@ func (s *Store) UpdateConnection(ctx context.Context, userID string, b broker.Ki
 			return store.Connection{}, store.ErrLoginStateUsed
 		}
 	}
-	if ev != nil && ev.NewLoginState != nil {
+	if ev.NewLoginState != nil {
 		if err := insertLoginState(ctx, tx, *ev.NewLoginState); err != nil {
 			return store.Connection{}, err
 		}
 	}
-	if ev != nil {
-		at := ev.At
-		if at.IsZero() {
-			at = c.UpdatedAt
-		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO connection_events
-			(user_id, broker, at, kind, state, reason, token_generation, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			userID, string(b), at.UnixNano(), ev.Kind, string(c.State), string(c.Reason), c.TokenGeneration, ev.Detail); err != nil {
-			return store.Connection{}, err
-		}
+	at := ev.At
+	if at.IsZero() {
+		at = c.UpdatedAt
 	}
-	if err := tx.Commit(); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO connection_events
+		(user_id, broker, at, kind, state, reason, token_generation, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		userID, string(b), at.UnixNano(), ev.Kind, string(c.State), string(c.Reason), c.TokenGeneration, ev.Detail); err != nil {
 		return store.Connection{}, err
 	}
 	return c, nil
@@ -603,18 +615,7 @@ func insertLoginState(ctx context.Context, x execer, ls store.LoginState) error 
 
 // CreateLoginState implements store.Store.
 func (s *Store) CreateLoginState(ctx context.Context, ls store.LoginState) error {
-	if err := s.check(); err != nil {
-		return err
-	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer func() { _ = tx.Rollback() }()
-	if err := insertLoginState(ctx, tx, ls); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return s.inTx(ctx, func(tx *sql.Tx) error { return insertLoginState(ctx, tx, ls) })
 }
 
 const loginStateColumns = `state, user_id, broker, created_at, expires_at`
