@@ -92,7 +92,9 @@ func (m *Manager) recordDeathLocked(k Key, e *entry, gen int64, reason store.Rea
 		e.deadGen = gen
 	}
 	at = at.UTC()
-	d := &death{gen: gen, reason: reason, detail: detail, at: at, login: m.nextLoginState(k, e, at)}
+	// The login state is for a login from now on (at may be an expiry
+	// that passed while the gateway was down).
+	d := &death{gen: gen, reason: reason, detail: detail, at: at, login: m.nextLoginState(k, e, m.cfg.Clock.Now().UTC())}
 	c := e.conn
 	c.State, c.Reason = store.StateDisconnected, reason
 	c.DisconnectedAt, c.UpdatedAt, c.ExpiresAt = at, at, time.Time{}

@@ -8,8 +8,9 @@
 // it) must carry the cookie that matches the state it brings.
 //
 // Over https the cookie is "__Host-" prefixed (Secure, Path=/, no Domain),
-// so a sibling subdomain cannot plant one; over plain http it is scoped to
-// the broker's callback path.
+// so a sibling subdomain cannot plant one. Its path is / either way: behind
+// a proxy that adds a path prefix, the callback's path is not the
+// gateway's.
 package loginbind
 
 import (
@@ -47,15 +48,12 @@ func Cookie(b broker.Kind, state string, expires time.Time, secure bool) *http.C
 	c := &http.Cookie{
 		Name:     CookieName(b, secure),
 		Value:    binding(state),
-		Path:     CallbackPath(b),
+		Path:     "/",
 		Expires:  expires,
 		MaxAge:   max(1, int(time.Until(expires).Seconds())),
 		HttpOnly: true,
 		SameSite: http.SameSiteLaxMode,
 		Secure:   secure,
-	}
-	if secure {
-		c.Path = "/"
 	}
 	return c
 }
