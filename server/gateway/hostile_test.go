@@ -214,7 +214,7 @@ func TestConnectionCaps(t *testing.T) {
 	// closedByServer reports whether the server closed c (a read sees EOF)
 	// rather than waiting for its request.
 	closedByServer := func(c net.Conn) bool {
-		_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		_, err := c.Read(make([]byte, 1))
 		var ne net.Error
 		return !(errors.As(err, &ne) && ne.Timeout())
