@@ -66,9 +66,7 @@ func (i *Interceptor) Middleware(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
-		ctx, err := offStack(func() (context.Context, error) {
-			return i.authenticate(r.Context(), r.URL.Path, r.Header.Get("Authorization"))
-		})
+		ctx, err := i.authenticateOffStack(r.Context(), r.URL.Path, r.Header.Get("Authorization"))
 		if err != nil {
 			i.refused(r.Context(), r.URL.Path, r.RemoteAddr, err)
 			if i.errw.IsSupported(r) {
@@ -116,6 +114,16 @@ func (i *Interceptor) authenticate(ctx context.Context, procedure, header string
 	return WithUser(ctx, u), nil
 }
 
+// authenticateOffStack is authenticate with the key lookup on a
+// short-lived goroutine (see offStack); a request the Middleware already
+// authenticated needs neither.
+func (i *Interceptor) authenticateOffStack(ctx context.Context, procedure, header string) (context.Context, error) {
+	if u, ok := UserFrom(ctx); ok {
+		return ctx, i.authorize(procedure, u)
+	}
+	return offStack(func() (context.Context, error) { return i.authenticate(ctx, procedure, header) })
+}
+
 // authorize keeps AdminService to admin keys.
 func (i *Interceptor) authorize(procedure string, u store.User) error {
 	if strings.HasPrefix(procedure, adminPrefix) && !u.Admin {
@@ -147,9 +155,7 @@ func (i *Interceptor) WrapStreamingClient(next connect.StreamingClientFunc) conn
 // WrapStreamingHandler implements connect.Interceptor.
 func (i *Interceptor) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
 	return func(ctx context.Context, conn connect.StreamingHandlerConn) error {
-		authed, err := offStack(func() (context.Context, error) {
-			return i.authenticate(ctx, conn.Spec().Procedure, conn.RequestHeader().Get("Authorization"))
-		})
+		authed, err := i.authenticateOffStack(ctx, conn.Spec().Procedure, conn.RequestHeader().Get("Authorization"))
 		if err != nil {
 			i.refused(ctx, conn.Spec().Procedure, conn.Peer().Addr, err)
 			return err

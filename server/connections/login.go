@@ -59,7 +59,7 @@ func (m *Manager) CompleteLogin(ctx context.Context, userID string, b broker.Kin
 	case len(code) > 4096:
 		return store.Connection{}, loginErr(LoginCodeRefused, "code", "too long")
 	}
-	ls, err := m.CheckLoginState(ctx, userID, b, state)
+	ls, err := m.checkLoginState(ctx, userID, b, state)
 	if err != nil {
 		return store.Connection{}, err
 	}
@@ -82,20 +82,26 @@ func (m *Manager) CompleteLogin(ctx context.Context, userID string, b broker.Kin
 	return m.connect(wctx, Key{ls.UserID, b}, tok, ls.State)
 }
 
-// CheckLoginState returns the live login state named state, if it belongs
+// errStateUnknown is the answer for a state that is not (or no longer) in
+// the store.
+func errStateUnknown() *LoginError {
+	return loginErr(LoginStateUnknown, "state", "unknown or already used: start the login again with GetLoginURL")
+}
+
+// checkLoginState returns the live login state named state, if it belongs
 // to broker b and to userID ("" for any user) and its user is not revoked.
 // It changes nothing.
-func (m *Manager) CheckLoginState(ctx context.Context, userID string, b broker.Kind, state string) (store.LoginState, error) {
+func (m *Manager) checkLoginState(ctx context.Context, userID string, b broker.Kind, state string) (store.LoginState, error) {
 	if state == "" {
 		return store.LoginState{}, loginErr(LoginStateMissing, "state", "missing: pass the state returned by GetLoginURL")
 	}
 	if len(state) > 256 {
-		return store.LoginState{}, loginErr(LoginStateUnknown, "state", "unknown or already used: start the login again with GetLoginURL")
+		return store.LoginState{}, errStateUnknown()
 	}
 	ls, err := m.cfg.Store.LoginState(ctx, state)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return store.LoginState{}, loginErr(LoginStateUnknown, "state", "unknown or already used: start the login again with GetLoginURL")
+		return store.LoginState{}, errStateUnknown()
 	case err != nil:
 		return store.LoginState{}, err
 	case (userID != "" && ls.UserID != userID) || ls.Broker != b:
@@ -178,7 +184,7 @@ func (m *Manager) connect(ctx context.Context, k Key, tok broker.Token, state st
 	case errors.Is(err, store.ErrAccountInUse):
 		return store.Connection{}, &AccountInUseError{Broker: k.Broker, Account: tok.BrokerUserID}
 	case errors.Is(err, store.ErrLoginStateUsed):
-		return store.Connection{}, loginErr(LoginStateUnknown, "state", "unknown or already used: start the login again with GetLoginURL")
+		return store.Connection{}, errStateUnknown()
 	case err != nil:
 		return store.Connection{}, err
 	}

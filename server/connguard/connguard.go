@@ -62,8 +62,6 @@ type Guard struct {
 	total   int
 	perAddr map[string]int
 	open    map[net.Conn]string // admitted connections and their address
-
-	refusedConns, closedConns atomic.Int64
 }
 
 // New returns a Guard.
@@ -112,7 +110,6 @@ func (g *Guard) ConnState(c net.Conn, s http.ConnState) {
 		}
 		g.mu.Unlock()
 		if over {
-			g.refusedConns.Add(1)
 			g.log.Warn("connection refused: too many open connections", "remote", h, "max_conns", g.cfg.MaxConns, "max_conns_per_addr", g.cfg.MaxConnsPerAddr)
 			_ = c.Close()
 		}
@@ -159,7 +156,6 @@ func MarkAuthenticated(ctx context.Context) {
 
 func (g *Guard) drop(cn *conn, why string) {
 	cn.once.Do(func() {
-		g.closedConns.Add(1)
 		g.log.Warn("connection closed: "+why, "remote", host(cn.c))
 		_ = cn.c.Close()
 	})
@@ -185,19 +181,6 @@ func (g *Guard) Handler(next http.Handler) http.Handler {
 			g.drop(cn, "too many unauthenticated or cancelled requests (a flood, or HTTP/2 rapid reset)")
 		}
 	})
-}
-
-// Stats are a Guard's counters.
-type Stats struct {
-	Open                      int
-	RefusedConns, ClosedConns int64
-}
-
-// Stats returns the Guard's counters.
-func (g *Guard) Stats() Stats {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return Stats{Open: g.total, RefusedConns: g.refusedConns.Load(), ClosedConns: g.closedConns.Load()}
 }
 
 // Sampler writes at most a few log lines a second and counts the ones it

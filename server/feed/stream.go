@@ -189,10 +189,11 @@ func (s *Stream) Next(ctx context.Context) (Event, error) {
 }
 
 // deliver moves the staged ticks into the queue, conflating per
-// instrument, and counts the unread ticks it replaced (before the reader
-// is woken, so the metric never lags what a reader has seen). The caller
-// is the upstream's reader.
-func (s *Stream) deliver(now time.Time) {
+// instrument, and returns how many unread ticks it replaced. It does not
+// wake the reader: the caller counts the replacements first (so the metric
+// never lags what a reader has seen), then calls wake. The caller is the
+// upstream's reader.
+func (s *Stream) deliver(now time.Time) int64 {
 	var replaced int64
 	s.mu.Lock()
 	if s.endErr == nil {
@@ -210,10 +211,7 @@ func (s *Stream) deliver(now time.Time) {
 	s.mu.Unlock()
 	clear(s.stage)
 	s.stage = s.stage[:0]
-	if replaced > 0 {
-		s.bm.conflated.Add(replaced)
-	}
-	s.wake()
+	return replaced
 }
 
 // setState records an upstream state change and queues its event.

@@ -524,8 +524,15 @@ func (u *upstream) dispatch(ticks []broker.Tick) {
 			s.st.stage = append(s.st.stage, staged{slot: s.slot, tick: p})
 		}
 	}
+	var replaced int64
 	for _, s := range u.touched {
-		s.deliver(now)
+		replaced += s.deliver(now)
+	}
+	if replaced > 0 {
+		u.bm.conflated.Add(replaced)
+	}
+	for _, s := range u.touched {
+		s.wake()
 	}
 	u.mu.Unlock()
 	clear(u.touched)

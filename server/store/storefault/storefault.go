@@ -1,6 +1,5 @@
 // Package storefault wraps a store.Store with faults a test injects: a
-// disk that refuses writes (or reads) for a while, as a full or failing
-// disk does. Tests use it to prove what feedgate promises when its store
+// disk that refuses writes for a while, as a full or failing disk does. Tests use it to prove what feedgate promises when its store
 // fails; nothing in production uses it.
 package storefault
 
@@ -17,16 +16,15 @@ import (
 // ErrInjected is the error of an injected fault.
 var ErrInjected = errors.New("storefault: injected disk failure")
 
-// Store is a store.Store whose calls fail while a fault is set. Safe for
-// concurrent use.
+// Store is a store.Store whose writes fail while the fault is set (reads
+// pass through). Each method implements store.Store. Safe for concurrent
+// use.
 type Store struct {
 	inner store.Store
 
-	mu          sync.Mutex
-	failWrites  bool
-	failReads   bool
-	refused     int
-	writesTried int
+	mu         sync.Mutex
+	failWrites bool
+	refused    int
 }
 
 var _ store.Store = (*Store)(nil)
@@ -34,21 +32,11 @@ var _ store.Store = (*Store)(nil)
 // New wraps s.
 func New(s store.Store) *Store { return &Store{inner: s} }
 
-// Inner is the wrapped store.
-func (s *Store) Inner() store.Store { return s.inner }
-
 // FailWrites makes every write fail with ErrInjected (on) or succeed again
 // (off).
 func (s *Store) FailWrites(on bool) {
 	s.mu.Lock()
 	s.failWrites = on
-	s.mu.Unlock()
-}
-
-// FailReads makes every read fail with ErrInjected (on) or succeed again.
-func (s *Store) FailReads(on bool) {
-	s.mu.Lock()
-	s.failReads = on
 	s.mu.Unlock()
 }
 
@@ -62,10 +50,7 @@ func (s *Store) Refused() int {
 func (s *Store) check(write bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if write {
-		s.writesTried++
-	}
-	if (write && s.failWrites) || (!write && s.failReads) {
+	if write && s.failWrites {
 		s.refused++
 		return ErrInjected
 	}
