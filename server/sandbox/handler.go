@@ -85,8 +85,10 @@ func (s *Sandbox) api(b broker.Kind, h apiHandler) http.Handler {
 		c := &call{}
 		if f, ok := s.faults.take(b, path); ok {
 			c.account = s.accountOf(b, r)
-			if !s.applyFault(sw, r, b, f) {
-				s.stats.record(b, path, sw.status, c.account)
+			// The call is recorded before a reset closes the connection, so
+			// a client that has seen the reset finds the call counted.
+			record := func() { s.stats.record(b, path, sw.status, c.account) }
+			if !s.applyFault(sw, r, b, f, record) {
 				return
 			}
 		}
@@ -99,21 +101,25 @@ func (s *Sandbox) api(b broker.Kind, h apiHandler) http.Handler {
 }
 
 // applyFault delays and/or fails the call as f says; it reports whether
-// the call should go on to its handler.
-func (s *Sandbox) applyFault(w *statusWriter, r *http.Request, b broker.Kind, f Fault) bool {
+// the call should go on to its handler. When it does not, it has called
+// record once, before the client can see the outcome.
+func (s *Sandbox) applyFault(w *statusWriter, r *http.Request, b broker.Kind, f Fault, record func()) bool {
 	if f.LatencyMS > 0 {
 		t := time.NewTimer(time.Duration(f.LatencyMS) * time.Millisecond)
 		defer t.Stop()
 		select {
 		case <-t.C:
 		case <-r.Context().Done():
+			record()
 			return false
 		case <-s.ctx.Done():
+			record()
 			return false
 		}
 	}
 	switch {
 	case f.Reset:
+		record()
 		resetConnection(w)
 		return false
 	case f.Status != 0:
@@ -122,6 +128,7 @@ func (s *Sandbox) applyFault(w *statusWriter, r *http.Request, b broker.Kind, f 
 		} else {
 			fyersFault(w, f)
 		}
+		record()
 		return false
 	}
 	return true
