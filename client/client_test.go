@@ -20,8 +20,8 @@ import (
 	"github.com/feedgate/feedgate/client"
 	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
 	"github.com/feedgate/feedgate/gen/go/feedgate/v1/feedgatev1connect"
-	"github.com/feedgate/feedgate/server/broker"
 	"github.com/feedgate/feedgate/server/gateway/gatewaytest"
+	"github.com/feedgate/feedgate/server/sandbox"
 )
 
 const (
@@ -254,7 +254,7 @@ func TestAuthRequiredAfterRevoke(t *testing.T) {
 
 func TestSubscribeTicksThenAuthRequired(t *testing.T) {
 	e := gatewaytest.Start(t, gatewaytest.Options{})
-	keys := e.Sandbox().OptionKeys(broker.Upstox, nifty, "", 4)
+	keys := e.Sandbox().OptionKeys(sandbox.Upstox, nifty, "", 4)
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
 			account := "sub-" + p.name
@@ -405,7 +405,7 @@ func (unavailableFeed) StreamMarketFeed(context.Context, *connect.Request[feedga
 
 func TestSubscribeReconnectsAfterTransientFailures(t *testing.T) {
 	e := gatewaytest.Start(t, gatewaytest.Options{})
-	keys := e.Sandbox().OptionKeys(broker.Upstox, nifty, "", 2)
+	keys := e.Sandbox().OptionKeys(sandbox.Upstox, nifty, "", 2)
 	for _, p := range protocols {
 		t.Run(p.name, func(t *testing.T) {
 			account := "flaky-" + p.name
@@ -455,7 +455,7 @@ func TestSubscribeSurvivesGatewayRestart(t *testing.T) {
 	key := e.NewUser("restart", false)
 	c := client.New(e.URL, key, client.WithGRPC())
 	e.Login(clients(c), upstox, "restart")
-	keys := e.Sandbox().OptionKeys(broker.Upstox, nifty, "", 2)
+	keys := e.Sandbox().OptionKeys(sandbox.Upstox, nifty, "", 2)
 
 	s := subscribe(t, c, &feedgatev1.StreamMarketFeedRequest{Broker: upstox, InstrumentKeys: keys},
 		client.SubscribeOptions{BackoffBase: 50 * time.Millisecond, BackoffCap: 200 * time.Millisecond})

@@ -12,7 +12,6 @@ import (
 	"connectrpc.com/connect"
 
 	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
-	"github.com/feedgate/feedgate/server/broker"
 	"github.com/feedgate/feedgate/server/gateway/gatewaytest"
 	"github.com/feedgate/feedgate/server/sandbox"
 )
@@ -95,7 +94,7 @@ func TestCoalescedChainOutlivesTheShortestDeadline(t *testing.T) {
 	c := e.Clients(e.NewUser("coalesce", false), gatewaytest.Protocols[1])
 	e.Login(c, upstox, "coalesce")
 	expiry := nearestExpiry(t, e)
-	e.Sandbox().AddFault(sandbox.Fault{Broker: broker.Upstox, PathPrefix: "/v2/option/chain", LatencyMS: 400})
+	e.Sandbox().AddFault(sandbox.Fault{Broker: sandbox.Upstox, PathPrefix: "/v2/option/chain", LatencyMS: 400})
 	before := e.Calls("upstox", "/v2/option/chain", 0, "")
 	req := func() *connect.Request[feedgatev1.GetOptionChainRequest] {
 		return connect.NewRequest(&feedgatev1.GetOptionChainRequest{Broker: upstox, UnderlyingKey: nifty, ExpiryDate: expiry})

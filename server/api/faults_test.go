@@ -62,7 +62,7 @@ func (f *faultEnv) calls(b feedgatev1.Broker, status int) int {
 }
 
 func (f *faultEnv) fault(b feedgatev1.Broker, ft sandbox.Fault) {
-	ft.Broker = broker.Kind(brokerName(b))
+	ft.Broker = sandbox.Broker(brokerName(b))
 	ft.PathPrefix = chainPath[b]
 	f.e.Sandbox().ClearFaults()
 	f.e.Sandbox().AddFault(ft)

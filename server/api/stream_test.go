@@ -92,7 +92,7 @@ func (f *feedStream) waitEnd(t *testing.T, within time.Duration) (*feedgatev1.Au
 }
 
 func optionKeys(e *gatewaytest.Env, b broker.Kind, underlying string, n int) []string {
-	return e.Sandbox().OptionKeys(b, underlying, "", n)
+	return e.Sandbox().OptionKeys(sandbox.Broker(b), underlying, "", n)
 }
 
 func TestStreamRevocationEndsOnlyThatUsersStreams(t *testing.T) {
@@ -157,7 +157,7 @@ func TestUnaryDeathEndsStreamsToo(t *testing.T) {
 	s := openFeed(t, c, upstox, optionKeys(e, broker.Upstox, "NSE_INDEX|Nifty 50", 2), feedgatev1.FeedMode_FEED_MODE_LTPC)
 	s.next(t, 5*time.Second, isTicks)
 	// The option-chain call is the one that finds the token dead.
-	e.Sandbox().AddFault(sandbox.Fault{Broker: broker.Upstox, PathPrefix: "/v2/option/chain", Status: 401, Count: 1})
+	e.Sandbox().AddFault(sandbox.Fault{Broker: sandbox.Upstox, PathPrefix: "/v2/option/chain", Status: 401, Count: 1})
 	_, err := c.MarketData.GetOptionChain(context.Background(), connect.NewRequest(&feedgatev1.GetOptionChainRequest{Broker: upstox, UnderlyingKey: nifty, ExpiryDate: nearestExpiry(t, e)}))
 	authRequired(t, err)
 	ar, err := s.waitEnd(t, 2*time.Second)

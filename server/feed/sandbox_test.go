@@ -216,7 +216,7 @@ func TestSandboxSharedUpstreamAndRevoke(t *testing.T) {
 	}
 
 	start := time.Now()
-	e.sb.Revoke(broker.Upstox, "alice")
+	e.sb.Revoke(sandbox.Upstox, "alice")
 	for _, st := range alice {
 		ae := waitAuthRequired(t, st, 5*time.Second)
 		if ae.Broker != broker.Upstox || ae.Reason != store.ReasonTokenRevoked {

@@ -10,8 +10,8 @@ import (
 	"connectrpc.com/connect"
 
 	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
-	"github.com/feedgate/feedgate/server/broker"
 	"github.com/feedgate/feedgate/server/gateway/gatewaytest"
+	"github.com/feedgate/feedgate/server/sandbox"
 	"github.com/feedgate/feedgate/server/store/sqlitestore"
 )
 
@@ -26,7 +26,7 @@ func TestGracefulShutdownEndsStreamsAndClosesTheStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	feed, err := c.MarketData.StreamMarketFeed(ctx, connect.NewRequest(&feedgatev1.StreamMarketFeedRequest{
-		Broker: feedgatev1.Broker_BROKER_UPSTOX, InstrumentKeys: e.Sandbox().OptionKeys(broker.Upstox, "NSE_INDEX|Nifty 50", "", 2),
+		Broker: feedgatev1.Broker_BROKER_UPSTOX, InstrumentKeys: e.Sandbox().OptionKeys(sandbox.Upstox, "NSE_INDEX|Nifty 50", "", 2),
 	}))
 	if err != nil {
 		t.Fatal(err)

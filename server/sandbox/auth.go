@@ -6,8 +6,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/feedgate/feedgate/server/broker"
 )
 
 // codeTTL is how long an unused login or feed code stays valid.
@@ -15,7 +13,7 @@ const codeTTL = 10 * time.Minute
 
 // grant is what a single-use code stands for.
 type grant struct {
-	broker      broker.Kind
+	broker      Broker
 	account     string
 	redirectURI string // login codes: the dialog's redirect_uri
 	token       string // feed codes: the token that authorized it (memory only)

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"time"
-
-	"github.com/feedgate/feedgate/server/broker"
 )
 
 // controlError writes a control API error: {"error": msg}.
@@ -27,8 +25,8 @@ func decodeControl(w http.ResponseWriter, r *http.Request, v any) bool {
 
 // accountRequest is the body of /sandbox/revoke and /sandbox/expire.
 type accountRequest struct {
-	Broker  broker.Kind `json:"broker"`
-	Account string      `json:"account"`
+	Broker  Broker `json:"broker"`
+	Account string `json:"account"`
 }
 
 func (s *Sandbox) controlKill(st tokenState) http.HandlerFunc {

@@ -3,8 +3,6 @@ package sandbox
 import (
 	"strings"
 	"sync"
-
-	"github.com/feedgate/feedgate/server/broker"
 )
 
 // Fault is one injected failure, as POST /sandbox/faults takes it: the next
@@ -13,13 +11,13 @@ import (
 // (the broker's own error body for it), or have their connection reset
 // mid-body when Reset is set. Status 0 without Reset means latency alone.
 type Fault struct {
-	Broker       broker.Kind `json:"broker"`
-	PathPrefix   string      `json:"path_prefix"`
-	Status       int         `json:"status"`
-	Count        int         `json:"count"`
-	LatencyMS    int         `json:"latency_ms"`
-	RetryAfterMS int         `json:"retry_after_ms"`
-	Reset        bool        `json:"reset"`
+	Broker       Broker `json:"broker"`
+	PathPrefix   string `json:"path_prefix"`
+	Status       int    `json:"status"`
+	Count        int    `json:"count"`
+	LatencyMS    int    `json:"latency_ms"`
+	RetryAfterMS int    `json:"retry_after_ms"`
+	Reset        bool   `json:"reset"`
 }
 
 // faults holds pending faults in the order they were added; safe for
@@ -42,7 +40,7 @@ func (f *faults) clear() {
 }
 
 // take consumes one use of the first fault matching (b, path).
-func (f *faults) take(b broker.Kind, path string) (Fault, bool) {
+func (f *faults) take(b Broker, path string) (Fault, bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for i, ft := range f.list {

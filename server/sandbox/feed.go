@@ -11,7 +11,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/feedgate/feedgate/gen/go/upstox/feedv3"
-	"github.com/feedgate/feedgate/server/broker"
 )
 
 // Feed behaviour constants.
@@ -54,7 +53,7 @@ func limitClass(mode string) string {
 type feedConn struct {
 	s       *Sandbox
 	ws      *websocket.Conn
-	broker  broker.Kind
+	broker  Broker
 	account string
 	tokHash string
 	cancel  context.CancelFunc
@@ -75,7 +74,7 @@ func (fc *feedConn) closeWith(code websocket.StatusCode, reason string) {
 }
 
 type acctKey struct {
-	broker  broker.Kind
+	broker  Broker
 	account string
 }
 
@@ -121,7 +120,7 @@ func (h *feedHub) each(match func(*feedConn) bool, code websocket.StatusCode, re
 	}
 }
 
-func (h *feedHub) closeAccount(b broker.Kind, account, reason string) {
+func (h *feedHub) closeAccount(b Broker, account, reason string) {
 	h.each(func(fc *feedConn) bool { return fc.broker == b && fc.account == account }, feedKillCode, reason)
 }
 
@@ -162,7 +161,7 @@ func (s *Sandbox) upstoxFeedSocket(w http.ResponseWriter, r *http.Request, c *ca
 		return
 	}
 	c.account = g.account
-	if _, st := s.store.check(broker.Upstox, g.token, now); st != authOK {
+	if _, st := s.store.check(Upstox, g.token, now); st != authOK {
 		upstoxDead(w)
 		return
 	}
@@ -172,7 +171,7 @@ func (s *Sandbox) upstoxFeedSocket(w http.ResponseWriter, r *http.Request, c *ca
 	}
 	ws.SetReadLimit(feedReadLimit)
 	ctx, cancel := context.WithCancel(s.ctx)
-	fc := &feedConn{s: s, ws: ws, broker: broker.Upstox, account: g.account, tokHash: hashToken(g.token),
+	fc := &feedConn{s: s, ws: ws, broker: Upstox, account: g.account, tokHash: hashToken(g.token),
 		cancel: cancel, subs: map[string]string{}}
 	s.feeds.add(fc)
 	defer s.feeds.remove(fc)

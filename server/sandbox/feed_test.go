@@ -12,7 +12,6 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/feedgate/feedgate/gen/go/upstox/feedv3"
-	"github.com/feedgate/feedgate/server/broker"
 )
 
 func (e *env) feedURL(tok string) string {
@@ -72,7 +71,7 @@ func TestFeed(t *testing.T) {
 	if fr := readFeed(t, ctx, c); fr.Type != feedv3.Type_market_info || fr.MarketInfo.SegmentStatus["NSE_FO"] != feedv3.MarketStatus_NORMAL_OPEN {
 		t.Fatalf("first message %v", fr)
 	}
-	opt := e.sb.OptionKeys(broker.Upstox, nifty, "", 1)[0]
+	opt := e.sb.OptionKeys(Upstox, nifty, "", 1)[0]
 	sub(t, ctx, c, "sub", "full", nifty, opt)
 	fr := readFeed(t, ctx, c)
 	if fr.Type != feedv3.Type_initial_feed || len(fr.Feeds) != 2 {
@@ -105,7 +104,7 @@ func TestFeed(t *testing.T) {
 		}
 	}
 	// Revoke closes the socket with 1008 and the next authorize is 401.
-	e.sb.Revoke(broker.Upstox, "alice")
+	e.sb.Revoke(Upstox, "alice")
 	for {
 		if _, _, err := c.Read(ctx); err != nil {
 			if got := websocket.CloseStatus(err); got != websocket.StatusPolicyViolation {
@@ -137,7 +136,7 @@ func TestFeedRefusals(t *testing.T) {
 	defer cancel()
 	tok := e.upstoxLogin("bob")
 	u := e.feedURL(tok)
-	e.sb.Expire(broker.Upstox, "bob")
+	e.sb.Expire(Upstox, "bob")
 	if _, resp, err := websocket.Dial(ctx, u, nil); err == nil || resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("dead token dial: %v", err)
 	}

@@ -11,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/feedgate/feedgate/server/broker"
 )
 
 // Fyers error codes and messages the sandbox answers with (brokers.md §2.8).
@@ -106,7 +104,7 @@ func (s *Sandbox) fyersAuth(w http.ResponseWriter, r *http.Request, c *call) (st
 		return "", false
 	}
 	now := s.now()
-	rec, st := s.store.check(broker.Fyers, tok, now)
+	rec, st := s.store.check(Fyers, tok, now)
 	c.account = rec.Account
 	switch {
 	case st == authExpired:
@@ -117,7 +115,7 @@ func (s *Sandbox) fyersAuth(w http.ResponseWriter, r *http.Request, c *call) (st
 		return "", false
 	}
 	if s.rateLimits.Load() {
-		if ok, wait := s.limiter.allow(broker.Fyers, hashToken(tok), now); !ok {
+		if ok, wait := s.limiter.allow(Fyers, hashToken(tok), now); !ok {
 			fyersRateLimited(w, wait)
 			return "", false
 		}
@@ -145,7 +143,7 @@ func (s *Sandbox) fyersGenerateAuthcode(w http.ResponseWriter, r *http.Request, 
 		account = DefaultAccount
 	}
 	c.account = account
-	code := s.codes.issue(grant{broker: broker.Fyers, account: account, redirectURI: q.Get("redirect_uri"), issued: s.now()})
+	code := s.codes.issue(grant{broker: Fyers, account: account, redirectURI: q.Get("redirect_uri"), issued: s.now()})
 	rq := ru.Query()
 	rq.Set("s", "ok")
 	rq.Set("code", "200")
@@ -171,7 +169,7 @@ func (s *Sandbox) fyersValidateAuthcode(w http.ResponseWriter, r *http.Request, 
 	}
 	now := s.now()
 	g, ok := s.codes.take(body.Code, now) // single-use whatever happens next
-	if ok && g.broker == broker.Fyers {
+	if ok && g.broker == Fyers {
 		c.account = g.account
 	}
 	switch {
@@ -181,7 +179,7 @@ func (s *Sandbox) fyersValidateAuthcode(w http.ResponseWriter, r *http.Request, 
 	case body.AppIDHash != fyersAppIDHash():
 		fyersError(w, http.StatusBadRequest, fyCodeAppIDHash, "invalid app id hash")
 		return
-	case !ok || g.broker != broker.Fyers:
+	case !ok || g.broker != Fyers:
 		fyersError(w, http.StatusBadRequest, fyCodeAuthCode, "invalid auth code")
 		return
 	}
@@ -192,7 +190,7 @@ func (s *Sandbox) fyersValidateAuthcode(w http.ResponseWriter, r *http.Request, 
 		tok, kind string
 		exp       time.Time
 	}{{access, "access", exp}, {refresh, "refresh", now.Add(fyersRefreshLife)}} {
-		if err := s.store.add(t.tok, tokenRecord{Broker: broker.Fyers, Account: g.account, Kind: t.kind, Issued: now, Expires: t.exp, State: stateActive}); err != nil {
+		if err := s.store.add(t.tok, tokenRecord{Broker: Fyers, Account: g.account, Kind: t.kind, Issued: now, Expires: t.exp, State: stateActive}); err != nil {
 			s.log.Error("sandbox: persist token", "err", err)
 			fyersError(w, http.StatusInternalServerError, -500, "Something went wrong")
 			return

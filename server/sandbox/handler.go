@@ -9,8 +9,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/feedgate/feedgate/server/broker"
 )
 
 // call is the per-request record a broker handler fills in for stats.
@@ -31,7 +29,7 @@ func (s *Sandbox) routes() *http.ServeMux {
 		} else {
 			method += " "
 		}
-		mux.Handle(method+"/upstox"+path, s.api(broker.Upstox, h))
+		mux.Handle(method+"/upstox"+path, s.api(Upstox, h))
 	}
 	up("GET /v2/login/authorization/dialog", s.upstoxDialog)
 	up("POST /v2/login/authorization/token", s.upstoxToken)
@@ -52,7 +50,7 @@ func (s *Sandbox) routes() *http.ServeMux {
 		} else {
 			method += " "
 		}
-		mux.Handle(method+"/fyers"+path, s.api(broker.Fyers, h))
+		mux.Handle(method+"/fyers"+path, s.api(Fyers, h))
 	}
 	fy("GET /api/v3/generate-authcode", s.fyersGenerateAuthcode)
 	fy("POST /api/v3/validate-authcode", s.fyersValidateAuthcode)
@@ -77,7 +75,7 @@ func (s *Sandbox) routes() *http.ServeMux {
 }
 
 // api wraps a broker endpoint with fault injection and call counting.
-func (s *Sandbox) api(b broker.Kind, h apiHandler) http.Handler {
+func (s *Sandbox) api(b Broker, h apiHandler) http.Handler {
 	prefix := "/" + string(b)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		path := strings.TrimPrefix(r.URL.Path, prefix)
@@ -103,7 +101,7 @@ func (s *Sandbox) api(b broker.Kind, h apiHandler) http.Handler {
 // applyFault delays and/or fails the call as f says; it reports whether
 // the call should go on to its handler. When it does not, it has called
 // record once, before the client can see the outcome.
-func (s *Sandbox) applyFault(w *statusWriter, r *http.Request, b broker.Kind, f Fault, record func()) bool {
+func (s *Sandbox) applyFault(w *statusWriter, r *http.Request, b Broker, f Fault, record func()) bool {
 	if f.LatencyMS > 0 {
 		t := time.NewTimer(time.Duration(f.LatencyMS) * time.Millisecond)
 		defer t.Stop()
@@ -123,7 +121,7 @@ func (s *Sandbox) applyFault(w *statusWriter, r *http.Request, b broker.Kind, f 
 		resetConnection(w)
 		return false
 	case f.Status != 0:
-		if b == broker.Upstox {
+		if b == Upstox {
 			upstoxFault(w, f)
 		} else {
 			fyersFault(w, f)
@@ -149,9 +147,9 @@ func resetConnection(w *statusWriter) {
 }
 
 // accountOf names the owner of the token r carries, "" if none.
-func (s *Sandbox) accountOf(b broker.Kind, r *http.Request) string {
+func (s *Sandbox) accountOf(b Broker, r *http.Request) string {
 	var tok string
-	if b == broker.Upstox {
+	if b == Upstox {
 		tok = bearer(r)
 	} else {
 		_, tok, _ = strings.Cut(r.Header.Get("Authorization"), ":")
@@ -233,7 +231,7 @@ func (s *Sandbox) index(w http.ResponseWriter, _ *http.Request) {
 	}
 	sb.WriteString("\nAccounts with tokens:\n")
 	accts := s.store.accounts()
-	for _, b := range broker.Kinds {
+	for _, b := range Brokers {
 		a := accts[b]
 		slices.Sort(a)
 		fmt.Fprintf(&sb, "  %s: %s\n", b, strings.Join(a, ", "))

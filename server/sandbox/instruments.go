@@ -4,17 +4,15 @@ import (
 	"cmp"
 	"math"
 	"slices"
-
-	"github.com/feedgate/feedgate/server/broker"
 )
 
 // Underlyings lists the instrument keys of the sandbox's underlyings in
 // the broker's own form (Upstox "NSE_INDEX|Nifty 50", Fyers
 // "NSE:NIFTY50-INDEX"), India VIX included.
-func (s *Sandbox) Underlyings(b broker.Kind) []string {
+func (s *Sandbox) Underlyings(b Broker) []string {
 	out := make([]string, 0, len(s.mkt.underlyings))
 	for _, u := range s.mkt.underlyings {
-		if b == broker.Fyers {
+		if b == Fyers {
 			out = append(out, u.fySymbol)
 		} else {
 			out = append(out, u.upKey)
@@ -50,7 +48,7 @@ func (s *Sandbox) Expiries(underlying string) []string {
 // broker's form) for expiry (YYYY-MM-DD; "" = the nearest) in broker's
 // form (Upstox "NSE_FO|<token>", Fyers "NSE:NIFTY...CE"), nearest the
 // money first, call before put at each strike.
-func (s *Sandbox) OptionKeys(b broker.Kind, underlying, expiry string, n int) []string {
+func (s *Sandbox) OptionKeys(b Broker, underlying, expiry string, n int) []string {
 	u := s.findUnderlying(underlying)
 	if u == nil || n <= 0 {
 		return nil
@@ -70,7 +68,7 @@ func (s *Sandbox) OptionKeys(b broker.Kind, underlying, expiry string, n int) []
 	})
 	out := make([]string, 0, min(n, len(cs)))
 	for _, c := range cs[:min(n, len(cs))] {
-		if b == broker.Fyers {
+		if b == Fyers {
 			out = append(out, c.fySymbol)
 		} else {
 			out = append(out, c.upKey)

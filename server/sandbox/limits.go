@@ -3,8 +3,6 @@ package sandbox
 import (
 	"sync"
 	"time"
-
-	"github.com/feedgate/feedgate/server/broker"
 )
 
 // window is one fixed rate-limit window.
@@ -20,8 +18,8 @@ var (
 	fyersWindows  = []window{{size: time.Second, limit: 10}, {size: time.Minute, limit: 200}, {size: 24 * time.Hour, limit: 100000, day: true}}
 )
 
-func windowsFor(b broker.Kind) []window {
-	if b == broker.Fyers {
+func windowsFor(b Broker) []window {
+	if b == Fyers {
 		return fyersWindows
 	}
 	return upstoxWindows
@@ -52,7 +50,7 @@ func windowStart(w window, now time.Time) time.Time {
 
 // allow counts one call of key at now, or reports how long until the
 // exhausted window resets.
-func (l *limiter) allow(b broker.Kind, key string, now time.Time) (bool, time.Duration) {
+func (l *limiter) allow(b Broker, key string, now time.Time) (bool, time.Duration) {
 	ws := windowsFor(b)
 	l.mu.Lock()
 	defer l.mu.Unlock()

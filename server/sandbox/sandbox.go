@@ -20,8 +20,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/feedgate/feedgate/server/broker"
 )
 
 // Credentials of the sandbox's broker apps. A gateway configured with these
@@ -151,17 +149,17 @@ func (s *Sandbox) track() bool {
 // Revoke kills every token of account at broker, as POST /sandbox/revoke
 // does: the next call with one gets the broker's dead-token answer, and the
 // account's open feed sockets close.
-func (s *Sandbox) Revoke(b broker.Kind, account string) {
+func (s *Sandbox) Revoke(b Broker, account string) {
 	s.kill(b, account, stateRevoked)
 }
 
 // Expire marks every token of account at broker expired, as POST
 // /sandbox/expire does.
-func (s *Sandbox) Expire(b broker.Kind, account string) {
+func (s *Sandbox) Expire(b Broker, account string) {
 	s.kill(b, account, stateExpired)
 }
 
-func (s *Sandbox) kill(b broker.Kind, account string, st tokenState) {
+func (s *Sandbox) kill(b Broker, account string, st tokenState) {
 	if err := s.store.killAccount(b, account, st); err != nil {
 		s.log.Error("sandbox: persist state", "err", err)
 	}

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/feedgate/feedgate/server/broker"
 )
 
 const (
@@ -138,7 +136,7 @@ func TestUpstoxOptionChain(t *testing.T) {
 		t.Fatalf("strikes = %d", len(data))
 	}
 	keys := map[string]bool{}
-	for _, k := range e.sb.OptionKeys(broker.Upstox, nifty, exps[0], 1000) {
+	for _, k := range e.sb.OptionKeys(Upstox, nifty, exps[0], 1000) {
 		keys[k] = true
 	}
 	for _, s := range data {
@@ -244,7 +242,7 @@ func TestQuotes(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Config{})
 	tok := e.upstoxLogin("")
-	opt := e.sb.OptionKeys(broker.Upstox, nifty, "", 1)[0]
+	opt := e.sb.OptionKeys(Upstox, nifty, "", 1)[0]
 	keys := []string{nifty, "NSE_EQ|INE002A01018", opt, "NSE_EQ|INE000000000"}
 	r := e.upstox("GET", "/v3/market-quote/ltp?"+url.Values{"instrument_key": {strings.Join(keys, ",")}}.Encode(), tok)
 	if r.status != 200 {
@@ -292,7 +290,7 @@ func TestQuotes(t *testing.T) {
 	}
 
 	ft := e.fyersLogin("alice")
-	fyOpt := e.sb.OptionKeys(broker.Fyers, fyNifty, "", 1)[0]
+	fyOpt := e.sb.OptionKeys(Fyers, fyNifty, "", 1)[0]
 	fr := e.fyers("GET", "/data/quotes?"+url.Values{"symbols": {"NSE:SBIN-EQ,NSE:NOPE-EQ," + fyOpt}}.Encode(), ft)
 	d := list(fr.body["d"])
 	if fr.status != 200 || len(d) != 3 {
@@ -320,13 +318,13 @@ func TestRevokeAndExpire(t *testing.T) {
 	if r := e.control("POST", "/sandbox/revoke", `{"broker":"upstox","account":"alice"}`); r.status != 200 {
 		t.Fatalf("%d %s", r.status, r.raw)
 	}
-	e.sb.Expire(broker.Upstox, "bob")
+	e.sb.Expire(Upstox, "bob")
 	for _, tok := range []string{up, up2} {
 		if r := e.upstox("GET", "/v2/user/profile", tok); r.status != 401 || string(r.raw) != upDeadBody {
 			t.Fatalf("%d %s", r.status, r.raw)
 		}
 	}
-	e.sb.Revoke(broker.Fyers, "alice")
+	e.sb.Revoke(Fyers, "alice")
 	if r := e.control("POST", "/sandbox/expire", `{"broker":"fyers","account":"bob"}`); r.status != 200 {
 		t.Fatalf("%d %s", r.status, r.raw)
 	}
@@ -485,12 +483,12 @@ func TestFaults(t *testing.T) {
 		}
 	}
 	st := e.sb.Stats()
-	if st.Count(broker.Upstox, "/v2/option/chain", 503) != 2 || st.Count(broker.Fyers, "/api/v3/profile", 0) < 3 {
+	if st.Count(Upstox, "/v2/option/chain", 503) != 2 || st.Count(Fyers, "/api/v3/profile", 0) < 3 {
 		t.Fatalf("stats %+v", st.Calls)
 	}
 	var found bool
 	for _, c := range st.Calls {
-		if c.Broker == broker.Upstox && c.Path == "/v2/option/chain" && c.Status == 503 && c.Account == "carol" {
+		if c.Broker == Upstox && c.Path == "/v2/option/chain" && c.Status == 503 && c.Account == "carol" {
 			found = true
 		}
 	}
@@ -525,7 +523,7 @@ func TestPersistence(t *testing.T) {
 	e := newEnv(t, Config{DataDir: dir})
 	good, dead := e.upstoxLogin("keep"), e.upstoxLogin("gone")
 	fy := e.fyersLogin("keep")
-	e.sb.Revoke(broker.Upstox, "gone")
+	e.sb.Revoke(Upstox, "gone")
 	b, err := os.ReadFile(filepath.Join(dir, stateFile))
 	if err != nil {
 		t.Fatal(err)

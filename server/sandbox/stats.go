@@ -4,8 +4,6 @@ import (
 	"cmp"
 	"slices"
 	"sync"
-
-	"github.com/feedgate/feedgate/server/broker"
 )
 
 // Stats is what GET /sandbox/stats returns: every broker API call counted
@@ -20,24 +18,24 @@ type Stats struct {
 // owner of the token, code or dialog used, "" when unknown; Status is 0 for
 // a call whose connection was reset by a fault.
 type CallStat struct {
-	Broker  broker.Kind `json:"broker"`
-	Path    string      `json:"path"`
-	Status  int         `json:"status"`
-	Account string      `json:"account"`
-	Count   int64       `json:"count"`
+	Broker  Broker `json:"broker"`
+	Path    string `json:"path"`
+	Status  int    `json:"status"`
+	Account string `json:"account"`
+	Count   int64  `json:"count"`
 }
 
 // FeedStat counts the feed sockets of one account: open now, and opened in
 // total since start.
 type FeedStat struct {
-	Broker  broker.Kind `json:"broker"`
-	Account string      `json:"account"`
-	Open    int         `json:"open"`
-	Total   int64       `json:"total"`
+	Broker  Broker `json:"broker"`
+	Account string `json:"account"`
+	Open    int    `json:"open"`
+	Total   int64  `json:"total"`
 }
 
 type callKey struct {
-	broker  broker.Kind
+	broker  Broker
 	path    string
 	status  int
 	account string
@@ -51,7 +49,7 @@ type stats struct {
 
 func newStats() *stats { return &stats{m: map[callKey]int64{}} }
 
-func (s *stats) record(b broker.Kind, path string, status int, account string) {
+func (s *stats) record(b Broker, path string, status int, account string) {
 	s.mu.Lock()
 	s.m[callKey{b, path, status, account}]++
 	s.mu.Unlock()
@@ -73,7 +71,7 @@ func (s *stats) snapshot() Stats {
 
 // Count returns how many calls match broker, path and status (status 0 =
 // any status), over all accounts.
-func (st Stats) Count(b broker.Kind, path string, status int) int64 {
+func (st Stats) Count(b Broker, path string, status int) int64 {
 	var n int64
 	for _, c := range st.Calls {
 		if c.Broker == b && c.Path == path && (status == 0 || c.Status == status) {

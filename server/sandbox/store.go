@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
-
-	"github.com/feedgate/feedgate/server/broker"
 )
 
 // stateFile is the name of the persisted state inside Config.DataDir.
@@ -30,12 +28,12 @@ const (
 // tokenRecord is what the sandbox keeps about one issued token. The token
 // itself is never stored, only its SHA-256.
 type tokenRecord struct {
-	Broker  broker.Kind `json:"broker"`
-	Account string      `json:"account"`
-	Kind    string      `json:"kind"` // access, extended, refresh
-	Issued  time.Time   `json:"issued"`
-	Expires time.Time   `json:"expires"`
-	State   tokenState  `json:"state"`
+	Broker  Broker     `json:"broker"`
+	Account string     `json:"account"`
+	Kind    string     `json:"kind"` // access, extended, refresh
+	Issued  time.Time  `json:"issued"`
+	Expires time.Time  `json:"expires"`
+	State   tokenState `json:"state"`
 }
 
 // persisted is the JSON document in stateFile.
@@ -114,7 +112,7 @@ func (s *store) setState(tok string, st tokenState) error {
 }
 
 // killAccount moves every active token of account at b to st.
-func (s *store) killAccount(b broker.Kind, account string, st tokenState) error {
+func (s *store) killAccount(b Broker, account string, st tokenState) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, r := range s.data.Tokens {
@@ -126,11 +124,11 @@ func (s *store) killAccount(b broker.Kind, account string, st tokenState) error 
 }
 
 // accounts lists the accounts that hold tokens, per broker.
-func (s *store) accounts() map[broker.Kind][]string {
+func (s *store) accounts() map[Broker][]string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	seen := map[string]bool{}
-	out := map[broker.Kind][]string{}
+	out := map[Broker][]string{}
 	for _, r := range s.data.Tokens {
 		k := string(r.Broker) + "\x00" + r.Account
 		if !seen[k] {
@@ -189,7 +187,7 @@ const (
 )
 
 // check judges tok for broker b at time now.
-func (s *store) check(b broker.Kind, tok string, now time.Time) (tokenRecord, authState) {
+func (s *store) check(b Broker, tok string, now time.Time) (tokenRecord, authState) {
 	r, ok := s.lookup(tok)
 	if !ok || r.Broker != b {
 		return r, authUnknown

@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/feedgate/feedgate/server/broker"
 )
 
 // Upstox error codes the sandbox answers with (brokers.md §1.6, §1.8).
@@ -106,14 +104,14 @@ func (s *Sandbox) upstoxNotFound(w http.ResponseWriter, _ *http.Request, _ *call
 func (s *Sandbox) upstoxAuth(w http.ResponseWriter, r *http.Request, c *call) (string, bool) {
 	tok := bearer(r)
 	now := s.now()
-	rec, st := s.store.check(broker.Upstox, tok, now)
+	rec, st := s.store.check(Upstox, tok, now)
 	c.account = rec.Account
 	if tok == "" || st != authOK {
 		upstoxDead(w)
 		return "", false
 	}
 	if s.rateLimits.Load() {
-		if ok, _ := s.limiter.allow(broker.Upstox, hashToken(tok), now); !ok {
+		if ok, _ := s.limiter.allow(Upstox, hashToken(tok), now); !ok {
 			upstoxError(w, http.StatusTooManyRequests, upCodeRateLimit, upMsgRateLimit, "", nil)
 			return "", false
 		}
@@ -138,7 +136,7 @@ func (s *Sandbox) upstoxDialog(w http.ResponseWriter, r *http.Request, c *call) 
 		account = DefaultAccount
 	}
 	c.account = account
-	code := s.codes.issue(grant{broker: broker.Upstox, account: account, redirectURI: redirect, issued: s.now()})
+	code := s.codes.issue(grant{broker: Upstox, account: account, redirectURI: redirect, issued: s.now()})
 	rq := ru.Query()
 	rq.Set("code", code)
 	if st := q.Get("state"); st != "" {
@@ -165,7 +163,7 @@ func (s *Sandbox) upstoxToken(w http.ResponseWriter, r *http.Request, c *call) {
 		return
 	}
 	g, ok := s.codes.take(code, now) // single-use whatever happens next
-	if ok && g.broker == broker.Upstox {
+	if ok && g.broker == Upstox {
 		c.account = g.account
 	}
 	switch {
@@ -173,17 +171,17 @@ func (s *Sandbox) upstoxToken(w http.ResponseWriter, r *http.Request, c *call) {
 		upstoxError(w, http.StatusBadRequest, upCodeInvalidInput, "Invalid grant_type", "grant_type", f.Get("grant_type"))
 		return
 	case f.Get("client_id") != UpstoxClientID || f.Get("client_secret") != UpstoxClientSecret,
-		!ok, g.broker != broker.Upstox, f.Get("redirect_uri") != g.redirectURI:
+		!ok, g.broker != Upstox, f.Get("redirect_uri") != g.redirectURI:
 		upstoxError(w, http.StatusBadRequest, upCodeCredentials, "Invalid Credentials", "", nil)
 		return
 	}
 	access, extended := newOpaqueToken(), newOpaqueToken()
-	if err := s.store.add(access, tokenRecord{Broker: broker.Upstox, Account: g.account, Kind: "access", Issued: now, Expires: upstoxExpiry(now), State: stateActive}); err != nil {
+	if err := s.store.add(access, tokenRecord{Broker: Upstox, Account: g.account, Kind: "access", Issued: now, Expires: upstoxExpiry(now), State: stateActive}); err != nil {
 		s.log.Error("sandbox: persist token", "err", err)
 		upstoxError(w, http.StatusInternalServerError, upCodeUnexpected, "Something went wrong", "", nil)
 		return
 	}
-	if err := s.store.add(extended, tokenRecord{Broker: broker.Upstox, Account: g.account, Kind: "extended", Issued: now, Expires: now.Add(upstoxExtendedLife), State: stateActive}); err != nil {
+	if err := s.store.add(extended, tokenRecord{Broker: Upstox, Account: g.account, Kind: "extended", Issued: now, Expires: now.Add(upstoxExtendedLife), State: stateActive}); err != nil {
 		s.log.Error("sandbox: persist token", "err", err)
 	}
 	s.log.Info("sandbox: upstox token issued", "account", g.account)
@@ -446,7 +444,7 @@ func (s *Sandbox) upstoxFeedAuthorize(w http.ResponseWriter, r *http.Request, c 
 		return
 	}
 	reqID := newUUID()
-	code := s.codes.issue(grant{broker: broker.Upstox, account: c.account, token: tok, requestID: reqID, issued: s.now()})
+	code := s.codes.issue(grant{broker: Upstox, account: c.account, token: tok, requestID: reqID, issued: s.now()})
 	u := url.URL{Scheme: "ws", Host: r.Host, Path: "/upstox" + upstoxFeedWSPath,
 		RawQuery: url.Values{"requestId": {reqID}, "code": {code}}.Encode()}
 	uri := u.String()

@@ -12,8 +12,8 @@ import (
 
 	"github.com/feedgate/feedgate/client"
 	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
-	"github.com/feedgate/feedgate/server/broker"
 	"github.com/feedgate/feedgate/server/gateway/gatewaytest"
+	"github.com/feedgate/feedgate/server/sandbox"
 )
 
 const nifty = "NSE_INDEX|Nifty 50"
@@ -238,7 +238,7 @@ func TestStreamThenAuthRequired(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t, "cli-stream")
 	f.login(t, "cli-stream")
-	keys := f.e.Sandbox().OptionKeys(broker.Upstox, nifty, "", 2)
+	keys := f.e.Sandbox().OptionKeys(sandbox.Upstox, nifty, "", 2)
 	for _, proto := range []string{"--grpc=false", "--grpc"} {
 		var out, errOut syncBuffer
 		done := make(chan int, 1)

@@ -99,7 +99,7 @@ func TestPollFeedAgainstSandbox(t *testing.T) {
 	if err := fc.Unsubscribe(ctx, keys[1:]); err != nil {
 		t.Fatal(err)
 	}
-	sb.Revoke(broker.Fyers, "alice")
+	sb.Revoke(sandbox.Fyers, "alice")
 	for {
 		_, err = fc.Next(ctx)
 		if err != nil {

@@ -320,7 +320,7 @@ func TestFeedAgainstSandbox(t *testing.T) {
 
 	// A revoke closes the socket: the loss is upstream (a reconnect will
 	// learn the rest), and the next dial is auth dead.
-	e.sb.Revoke(broker.Upstox, "alice")
+	e.sb.Revoke(sandbox.Upstox, "alice")
 	for {
 		if _, err = fc.Next(ctx); err != nil {
 			break
