@@ -115,7 +115,7 @@ func (h *Admin) ListConnections(ctx context.Context, req *connect.Request[feedga
 		}
 		for _, r := range rows {
 			res.Connections = append(res.Connections, &feedgatev1.UserConnection{
-				UserId: r.User.ID, UserName: r.User.Name, Connection: ConnectionProto(r.Connection),
+				UserId: r.User.ID, UserName: r.User.Name, Connection: h.d.connectionProto(r.Connection),
 				UserCreatedAt: timestamppb.New(r.User.CreatedAt),
 			})
 		}

@@ -21,6 +21,9 @@ type Deps struct {
 	Conns   *connections.Manager
 	Hub     *feed.Hub
 	Brokers map[broker.Kind]broker.Client
+	// Offers says what serves each broker. A broker absent from it with a
+	// client in Brokers is a real broker app.
+	Offers map[broker.Kind]Offer
 	Store   store.Store
 	Logger  *slog.Logger
 	// Drain is cancelled when the server begins to shut down: open streams
@@ -33,6 +36,14 @@ type Deps struct {
 	// SecureCookies is whether browsers reach the gateway over https (the
 	// login-binding cookie is then Secure and __Host- prefixed).
 	SecureCookies bool
+}
+
+// Offer is what the gateway offers for one broker: a real broker app, the
+// sandbox (synthetic data), or nothing (NotConfigured says why and what the
+// operator sets).
+type Offer struct {
+	Sandbox       bool
+	NotConfigured string
 }
 
 func (d *Deps) defaults() {

@@ -38,7 +38,7 @@ func unary[Req, Res any](ctx context.Context, d *Deps, req *connect.Request[Req]
 // binds the state to the browser asking (package loginbind): the browser
 // callback completes only a login started in the same browser.
 func (h *Connection) GetLoginURL(ctx context.Context, req *connect.Request[feedgatev1.GetLoginURLRequest]) (*connect.Response[feedgatev1.GetLoginURLResponse], error) {
-	kind, err := brokerKind(req.Msg.GetBroker())
+	kind, err := h.d.offeredKind(req.Msg.GetBroker())
 	if err != nil {
 		return nil, toConnect(ctx, h.d.Logger, req.Spec().Procedure, err)
 	}
@@ -55,7 +55,7 @@ func (h *Connection) GetLoginURL(ctx context.Context, req *connect.Request[feedg
 // CompleteLogin implements the RPC.
 func (h *Connection) CompleteLogin(ctx context.Context, req *connect.Request[feedgatev1.CompleteLoginRequest]) (*connect.Response[feedgatev1.CompleteLoginResponse], error) {
 	return unary(ctx, h.d, req, func(ctx context.Context, m *feedgatev1.CompleteLoginRequest) (*feedgatev1.CompleteLoginResponse, error) {
-		kind, err := brokerKind(m.GetBroker())
+		kind, err := h.d.offeredKind(m.GetBroker())
 		if err != nil {
 			return nil, err
 		}
@@ -63,7 +63,7 @@ func (h *Connection) CompleteLogin(ctx context.Context, req *connect.Request[fee
 		if err != nil {
 			return nil, err
 		}
-		return &feedgatev1.CompleteLoginResponse{Connection: ConnectionProto(c)}, nil
+		return &feedgatev1.CompleteLoginResponse{Connection: h.d.connectionProto(c)}, nil
 	})
 }
 
@@ -78,7 +78,7 @@ func (h *Connection) GetConnectionStatus(ctx context.Context, req *connect.Reque
 		if err != nil {
 			return nil, err
 		}
-		return &feedgatev1.GetConnectionStatusResponse{Connections: connectionsProto(cs)}, nil
+		return &feedgatev1.GetConnectionStatusResponse{Connections: h.d.connectionsProto(cs, kind)}, nil
 	})
 }
 
@@ -106,7 +106,7 @@ func (h *Connection) watch(ctx context.Context, m *feedgatev1.WatchConnectionSta
 			return err
 		}
 		return stream.Send(&feedgatev1.WatchConnectionStatusResponse{
-			Event: ev, Connections: connectionsProto(cs), Changed: changed, ServerTime: timestamppb.New(h.d.Now()),
+			Event: ev, Connections: h.d.connectionsProto(cs, kind), Changed: changed, ServerTime: timestamppb.New(h.d.Now()),
 		})
 	}
 	if err := send(feedgatev1.WatchEvent_WATCH_EVENT_SNAPSHOT, nil); err != nil {
@@ -131,7 +131,7 @@ func (h *Connection) watch(ctx context.Context, m *feedgatev1.WatchConnectionSta
 				if kind != "" && ch.Key.Broker != kind {
 					continue
 				}
-				if err := send(feedgatev1.WatchEvent_WATCH_EVENT_CHANGE, ConnectionProto(ch.Conn)); err != nil {
+				if err := send(feedgatev1.WatchEvent_WATCH_EVENT_CHANGE, h.d.connectionProto(ch.Conn)); err != nil {
 					return err
 				}
 			}
@@ -142,7 +142,7 @@ func (h *Connection) watch(ctx context.Context, m *feedgatev1.WatchConnectionSta
 // Disconnect implements the RPC.
 func (h *Connection) Disconnect(ctx context.Context, req *connect.Request[feedgatev1.DisconnectRequest]) (*connect.Response[feedgatev1.DisconnectResponse], error) {
 	return unary(ctx, h.d, req, func(ctx context.Context, m *feedgatev1.DisconnectRequest) (*feedgatev1.DisconnectResponse, error) {
-		kind, err := brokerKind(m.GetBroker())
+		kind, err := h.d.offeredKind(m.GetBroker())
 		if err != nil {
 			return nil, err
 		}
@@ -150,7 +150,7 @@ func (h *Connection) Disconnect(ctx context.Context, req *connect.Request[feedga
 		if err != nil {
 			return nil, err
 		}
-		return &feedgatev1.DisconnectResponse{Connection: ConnectionProto(c), BrokerLogoutConfirmed: confirmed}, nil
+		return &feedgatev1.DisconnectResponse{Connection: h.d.connectionProto(c), BrokerLogoutConfirmed: confirmed}, nil
 	})
 }
 

@@ -1,7 +1,9 @@
 package api
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -85,8 +87,9 @@ func timestamp(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-// ConnectionProto converts a stored connection for clients.
-func ConnectionProto(c store.Connection) *feedgatev1.Connection {
+// connectionProto converts a stored connection for clients, saying when
+// the sandbox serves its broker.
+func (d *Deps) connectionProto(c store.Connection) *feedgatev1.Connection {
 	p := &feedgatev1.Connection{
 		Broker:          brokerProto(c.Broker),
 		State:           stateProto(c.State),
@@ -101,14 +104,27 @@ func ConnectionProto(c store.Connection) *feedgatev1.Connection {
 	if c.State == store.StateConnected {
 		p.TokenExpiresAt = timestamp(c.ExpiresAt)
 	}
+	p.Sandbox = d.Offers[c.Broker].Sandbox
 	return p
 }
 
-func connectionsProto(cs []store.Connection) []*feedgatev1.Connection {
-	out := make([]*feedgatev1.Connection, len(cs))
-	for i, c := range cs {
-		out[i] = ConnectionProto(c)
+// connectionsProto converts a user's connections to the offered brokers
+// (narrowed to only, unless "") and adds one for every broker this gateway
+// does not offer, saying so, so a client can show why it cannot connect.
+func (d *Deps) connectionsProto(cs []store.Connection, only broker.Kind) []*feedgatev1.Connection {
+	out := make([]*feedgatev1.Connection, 0, len(broker.Kinds))
+	for _, c := range cs {
+		out = append(out, d.connectionProto(c))
 	}
+	for _, kind := range broker.Kinds {
+		if msg := d.Offers[kind].NotConfigured; msg != "" && (only == "" || only == kind) {
+			out = append(out, &feedgatev1.Connection{
+				Broker: brokerProto(kind), State: feedgatev1.ConnectionState_CONNECTION_STATE_DISCONNECTED,
+				Reason: feedgatev1.DisconnectReason_DISCONNECT_REASON_NOT_CONNECTED, NotConfigured: msg,
+			})
+		}
+	}
+	slices.SortStableFunc(out, func(a, b *feedgatev1.Connection) int { return cmp.Compare(a.Broker, b.Broker) })
 	return out
 }
 

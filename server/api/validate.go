@@ -1,8 +1,11 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"time"
+
+	"connectrpc.com/connect"
 
 	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
 	"github.com/feedgate/feedgate/server/broker"
@@ -19,9 +22,23 @@ func (d *Deps) client(k broker.Kind) (broker.Client, error) {
 	return c, nil
 }
 
+// offeredKind validates a request's broker field and that this gateway
+// offers the broker: one it does not fails with FailedPrecondition and the
+// message naming what the operator sets.
+func (d *Deps) offeredKind(b feedgatev1.Broker) (broker.Kind, error) {
+	kind, err := brokerKind(b)
+	if err != nil {
+		return "", err
+	}
+	if msg := d.Offers[kind].NotConfigured; msg != "" {
+		return "", connect.NewError(connect.CodeFailedPrecondition, errors.New(msg))
+	}
+	return kind, nil
+}
+
 // brokerClient validates a request's broker field and returns its client.
 func (d *Deps) brokerClient(b feedgatev1.Broker) (broker.Kind, broker.Client, error) {
-	kind, err := brokerKind(b)
+	kind, err := d.offeredKind(b)
 	if err != nil {
 		return "", nil, err
 	}

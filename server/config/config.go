@@ -20,8 +20,9 @@ import (
 	"github.com/feedgate/feedgate/server/secret"
 )
 
-// Broker holds one broker app's settings. A broker whose credentials are
-// empty uses the sandbox broker.
+// Broker holds one broker app's settings. A broker without credentials is
+// served by the sandbox broker when Config.Sandbox names it, and is not
+// offered at all otherwise.
 type Broker struct {
 	ClientID     string
 	ClientSecret secret.Value
@@ -44,6 +45,11 @@ type Config struct {
 
 	Upstox Broker
 	Fyers  Broker
+	// Sandbox names the brokers the in-process sandbox serves ("upstox",
+	// "fyers"), resolved by Load: what --sandbox says, or, without the
+	// flag, both brokers when no real broker app is configured (demo mode)
+	// and none once one is.
+	Sandbox []string
 
 	HeartbeatInterval     time.Duration
 	ValidationInterval    time.Duration
@@ -87,23 +93,24 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 	var c Config
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(out)
-	var logLevel string
+	var logLevel, sandboxList string
 	str := func(p *string, flagName, def, usage string) { fs.StringVar(p, flagName, def, usage) }
 	dur := func(p *time.Duration, flagName string, def time.Duration, usage string) {
 		fs.DurationVar(p, flagName, def, usage)
 	}
 	str(&c.Addr, "addr", DefaultAddr, "address to serve Connect, gRPC and gRPC-Web on (h2c and HTTP/1.1)")
 	str(&c.DataDir, "data-dir", DefaultDataDir, "directory for feedgate.db, the token key file and the sandbox's state")
-	str(&c.SandboxAddr, "sandbox-addr", DefaultSandboxAddr, "address of the in-process sandbox broker, started for every broker without real credentials; \"off\" never starts it")
+	str(&c.SandboxAddr, "sandbox-addr", DefaultSandboxAddr, "address of the in-process sandbox broker, started when --sandbox names a broker; \"off\" never starts it")
 	str(&c.PublicURL, "public-url", "", "base URL browsers use to reach the gateway, for the OAuth callback (default http://<addr>)")
 	str(&logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	str(&c.LogFormat, "log-format", "text", "log format: text or json")
-	str(&c.Upstox.ClientID, "upstox-client-id", "", "Upstox app's API key (client_id); empty uses the sandbox broker")
+	str(&c.Upstox.ClientID, "upstox-client-id", "", "Upstox app's API key (client_id); empty: Upstox is the sandbox's in demo mode, or not offered (see --sandbox)")
 	str(&c.Upstox.RedirectURL, "upstox-redirect-url", "", "redirect URL registered with the Upstox app (default <public-url>/oauth/upstox/callback)")
 	str(&c.Upstox.BaseURL, "upstox-base-url", "", "Upstox API base URL (default https://api.upstox.com, or the sandbox's)")
-	str(&c.Fyers.ClientID, "fyers-app-id", "", "Fyers app id (e.g. XXXX-100); empty uses the sandbox broker")
+	str(&c.Fyers.ClientID, "fyers-app-id", "", "Fyers app id (e.g. XXXX-100); empty: Fyers is the sandbox's in demo mode, or not offered (see --sandbox)")
 	str(&c.Fyers.RedirectURL, "fyers-redirect-url", "", "redirect URL registered with the Fyers app (default <public-url>/oauth/fyers/callback)")
 	str(&c.Fyers.BaseURL, "fyers-base-url", "", "Fyers API base URL (default https://api-t1.fyers.in, or the sandbox's)")
+	str(&sandboxList, "sandbox", "", "brokers the in-process sandbox serves with synthetic data, comma-separated (upstox,fyers) or \"none\"; default: both when no real broker app is configured, none once one is")
 	dur(&c.HeartbeatInterval, "heartbeat-interval", 15*time.Second, "interval of heartbeat messages on open streams")
 	dur(&c.ValidationInterval, "validation-interval", 30*time.Minute, "interval of the sweep that probes every connected broker token")
 	dur(&c.ValidationTTL, "validation-ttl", 5*time.Minute, "how long a token validation result is trusted")
@@ -167,7 +174,71 @@ func Load(name string, args []string, getenv func(string) string, out io.Writer)
 	if err := c.LogLevel.UnmarshalText([]byte(logLevel)); err != nil {
 		return Config{}, fmt.Errorf("--log-level %q: want debug, info, warn or error", logLevel)
 	}
+	sandboxSet := false
+	fs.Visit(func(f *flag.Flag) { sandboxSet = sandboxSet || f.Name == "sandbox" })
+	sandboxSet = sandboxSet || getenv(envName("sandbox")) != ""
+	sb, err := c.resolveSandbox(sandboxList, sandboxSet)
+	if err != nil {
+		return Config{}, err
+	}
+	c.Sandbox = sb
 	return c, c.Validate()
+}
+
+// BrokerNames are the brokers a configuration can name, in order.
+var BrokerNames = []string{"upstox", "fyers"}
+
+// Broker returns the settings of the broker named name ("upstox", "fyers").
+func (c *Config) Broker(name string) Broker {
+	if name == "fyers" {
+		return c.Fyers
+	}
+	return c.Upstox
+}
+
+// Sandboxed reports whether the sandbox serves the broker named name.
+func (c *Config) Sandboxed(name string) bool {
+	for _, b := range c.Sandbox {
+		if b == name {
+			return true
+		}
+	}
+	return false
+}
+
+// resolveSandbox turns the --sandbox value into the brokers the sandbox
+// serves. A broker with a real app cannot also be the sandbox's: asking for
+// both is a mistake worth refusing at startup.
+func (c *Config) resolveSandbox(list string, set bool) ([]string, error) {
+	if !set {
+		if c.Upstox.Real() || c.Fyers.Real() {
+			return nil, nil
+		}
+		return append([]string(nil), BrokerNames...), nil
+	}
+	if strings.TrimSpace(list) == "none" {
+		return nil, nil
+	}
+	seen := map[string]bool{}
+	for _, part := range strings.Split(list, ",") {
+		name := strings.ToLower(strings.TrimSpace(part))
+		switch {
+		case name == "":
+			continue
+		case name != "upstox" && name != "fyers":
+			return nil, fmt.Errorf("--sandbox %q: %q is not a broker (want upstox, fyers or none)", list, part)
+		case c.Broker(name).Real():
+			return nil, fmt.Errorf("--sandbox %q: %s has a real app configured; the sandbox cannot serve it too", list, name)
+		}
+		seen[name] = true
+	}
+	var out []string
+	for _, name := range BrokerNames {
+		if seen[name] {
+			out = append(out, name)
+		}
+	}
+	return out, nil
 }
 
 // Validate checks every setting and names the first bad one.
@@ -179,6 +250,8 @@ func (c *Config) Validate() error {
 		if err := checkAddr("--sandbox-addr", c.SandboxAddr); err != nil {
 			return err
 		}
+	} else if len(c.Sandbox) > 0 && (c.Upstox.Real() || c.Fyers.Real()) {
+		return fmt.Errorf("--sandbox %s needs the in-process sandbox, but --sandbox-addr is off", strings.Join(c.Sandbox, ","))
 	}
 	if c.DataDir == "" {
 		return errors.New("--data-dir must not be empty")

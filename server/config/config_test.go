@@ -115,3 +115,42 @@ func TestTokenKeyDecodes(t *testing.T) {
 		t.Errorf("a bad second key: %v", err)
 	}
 }
+
+// TestSandboxResolution: the sandbox serves both brokers only in demo mode
+// (no real app); once a real app is configured it serves exactly what
+// --sandbox names, never a broker with a real app.
+func TestSandboxResolution(t *testing.T) {
+	t.Parallel()
+	realUpstox := map[string]string{"FEEDGATE_UPSTOX_CLIENT_ID": "abc", "FEEDGATE_UPSTOX_CLIENT_SECRET": "s"}
+	cases := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    string // comma-joined, or the error's start
+		wantErr bool
+	}{
+		{"demo mode", nil, nil, "upstox,fyers", false},
+		{"demo mode, one asked for", []string{"--sandbox", "fyers"}, nil, "fyers", false},
+		{"demo mode, none", []string{"--sandbox", "none"}, nil, "", false},
+		{"real upstox, no flag", nil, realUpstox, "", false},
+		{"real upstox, sandbox fyers", []string{"--sandbox", " Fyers "}, realUpstox, "fyers", false},
+		{"real upstox, sandbox from the environment", nil, map[string]string{"FEEDGATE_UPSTOX_CLIENT_ID": "abc", "FEEDGATE_UPSTOX_CLIENT_SECRET": "s", "FEEDGATE_SANDBOX": "fyers"}, "fyers", false},
+		{"order and repeats", []string{"--sandbox", "fyers,upstox,fyers"}, nil, "upstox,fyers", false},
+		{"real upstox asked of the sandbox", []string{"--sandbox", "upstox,fyers"}, realUpstox, "--sandbox \"upstox,fyers\": upstox has a real app", true},
+		{"unknown broker", []string{"--sandbox", "zerodha"}, nil, "--sandbox \"zerodha\": \"zerodha\" is not a broker", true},
+		{"sandbox off", []string{"--sandbox", "fyers", "--sandbox-addr", "off"}, realUpstox, "--sandbox fyers needs the in-process sandbox", true},
+	}
+	for _, tc := range cases {
+		c, err := Load("t", tc.args, env(tc.env), &bytes.Buffer{})
+		switch {
+		case tc.wantErr:
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Errorf("%s: %v, want an error starting %q", tc.name, err, tc.want)
+			}
+		case err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case strings.Join(c.Sandbox, ",") != tc.want:
+			t.Errorf("%s: sandbox serves %q, want %q", tc.name, strings.Join(c.Sandbox, ","), tc.want)
+		}
+	}
+}

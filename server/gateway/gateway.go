@@ -65,6 +65,7 @@ type Gateway struct {
 	sandboxLn  net.Listener
 	sandboxSrv *http.Server
 	brokers    map[broker.Kind]broker.Client
+	offers     map[broker.Kind]Offer
 	conns      *connections.Manager
 	hub        *feed.Hub
 	metrics    *metrics.Registry
@@ -251,7 +252,7 @@ func (g *Gateway) routes() (http.Handler, error) {
 		connect.WithCompressMinBytes(8 << 10),
 	}, bounded...)
 	deps := &api.Deps{
-		Conns: g.conns, Hub: g.hub, Brokers: g.brokers, Store: g.store, Drain: g.drain,
+		Conns: g.conns, Hub: g.hub, Brokers: g.brokers, Offers: g.offers, Store: g.store, Drain: g.drain,
 		Logger: g.opts.Logger, Heartbeat: g.cfg.HeartbeatInterval, Now: g.opts.Clock.Now,
 		SecureCookies: g.cfg.SecureCookies(),
 	}

@@ -319,19 +319,31 @@ func (c *cli) status(ctx context.Context, args []string) int {
 		return c.fail(err)
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "BROKER\tSTATE\tREASON\tACCOUNT\tCONNECTED\tEXPIRES\tLAST VALIDATED\tDISCONNECTED\tLAST ERROR")
+	fmt.Fprintln(tw, "BROKER\tSERVED BY\tSTATE\tREASON\tACCOUNT\tCONNECTED\tEXPIRES\tLAST VALIDATED\tDISCONNECTED\tLAST ERROR")
+	var notes []string
 	for _, cn := range res.Msg.GetConnections() {
 		reason := trimEnum(cn.GetReason().String(), "DISCONNECT_REASON_")
 		if cn.GetReason() == feedgatev1.DisconnectReason_DISCONNECT_REASON_UNSPECIFIED {
 			reason = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
-			brokerName(cn.GetBroker()), trimEnum(cn.GetState().String(), "CONNECTION_STATE_"), reason,
+		servedBy := "broker"
+		switch {
+		case cn.GetNotConfigured() != "":
+			servedBy, reason = "not configured", "-"
+			notes = append(notes, cn.GetNotConfigured())
+		case cn.GetSandbox():
+			servedBy = "SANDBOX (synthetic data)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+			brokerName(cn.GetBroker()), servedBy, trimEnum(cn.GetState().String(), "CONNECTION_STATE_"), reason,
 			orDash(cn.GetBrokerUserId()), formatTime(cn.GetConnectedAt()), formatTime(cn.GetTokenExpiresAt()),
 			formatTime(cn.GetLastValidatedAt()), formatTime(cn.GetDisconnectedAt()), orDash(cn.GetLastError()))
 	}
 	if err := tw.Flush(); err != nil {
 		return c.fail(err)
+	}
+	for _, n := range notes {
+		fmt.Fprintln(c.stdout, n)
 	}
 	return exitOK
 }

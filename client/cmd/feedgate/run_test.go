@@ -118,6 +118,11 @@ func TestStatusAndKeyRejected(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "BROKER") || !strings.Contains(out, "NOT_CONNECTED") || !strings.Contains(out, "Fyers") {
 		t.Fatalf("status: exit %d\n%s%s", code, out, errOut)
 	}
+	// Demo mode: the sandbox serves both brokers, and status says so on
+	// each line.
+	if n := strings.Count(out, "SANDBOX (synthetic data)"); n != 2 {
+		t.Errorf("status in demo mode marks %d brokers as the sandbox's, want 2:\n%s", n, out)
+	}
 	f.login(t, "cli-status")
 	// Global flags after the command, over gRPC, the key from the flag.
 	code, out, errOut = feedgateCmd(t, nil, "status", "--url", f.e.URL, "--key", f.key, "--grpc", "--broker", "upstox")

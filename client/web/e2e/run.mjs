@@ -131,6 +131,12 @@ try {
   await page.locator('[data-testid="broker-card-upstox"][data-state="disconnected"]').waitFor();
   await page.locator('[data-testid="watch-status"][data-state="live"]').waitFor();
   check(await tid("nav-admin").isHidden(), "the token-health link is hidden for a non-admin key");
+  // Demo mode: the sandbox serves both brokers, and the page says so on
+  // each broker's card and in the status strip.
+  for (const b of ["upstox", "fyers"]) {
+    await page.locator(`[data-testid="broker-card-${b}"] [data-testid="sandbox-badge-${b}"]`).waitFor();
+    await page.locator(`[data-testid="banner-${b}"] [data-testid="sandbox-badge-${b}"]`).waitFor();
+  }
   await screenshot("connections-before");
 
   // 2a. A callback this browser did not ask for (a forged or CSRF login)
@@ -206,6 +212,7 @@ try {
   await page.waitForURL(/#\/ticks\?/);
   await page.locator('[data-testid="feed-state"][data-state="live"]').waitFor({ timeout: 20_000 });
   await waitTicks(10);
+  check(await page.locator('h1 [data-testid="sandbox-badge-upstox"]').isVisible(), "the ticks page marks the sandbox's synthetic data");
   const rowsLive = await page.locator("#ticks-body tr").count();
   check(rowsLive >= 5, `tick rows for the ATM strikes (${rowsLive})`);
   // The heartbeat indicator (the test's gateway beats every 2 s).

@@ -8,6 +8,7 @@ import { connections } from "./api";
 import { h, replace, sleep } from "./dom";
 import { BROKERS, brokerName, brokerSlug, fmtAgo, fmtTime, reasonShort, tsDate } from "./format";
 import { gate } from "./gate";
+import { sandboxBadge } from "./sandbox";
 import { connStore } from "./state";
 
 const SILENCE_MS = 50_000; // heartbeats come every 15 s
@@ -115,6 +116,15 @@ function pill(c: Connection | undefined, broker: Connection["broker"]): HTMLElem
   if (!c) {
     return h("span", { class: "pill pill-unknown", "data-testid": `banner-${slug}`, "data-state": "unknown" }, h("span", { class: "dot" }), `${name}: …`);
   }
+  if (c.notConfigured) {
+    return h(
+      "span",
+      { class: "pill pill-off", "data-testid": `banner-${slug}`, "data-state": "not-configured", title: c.notConfigured },
+      h("span", { class: "dot", "aria-hidden": "true" }),
+      h("strong", null, name),
+      h("span", { class: "pill-state" }, "not offered here"),
+    );
+  }
   const connected = c.state === ConnectionState.CONNECTED;
   const since = connected ? tsDate(c.connectedAt) : tsDate(c.disconnectedAt);
   return h(
@@ -128,6 +138,7 @@ function pill(c: Connection | undefined, broker: Connection["broker"]): HTMLElem
     },
     h("span", { class: "dot", "aria-hidden": "true" }),
     h("strong", null, name),
+    sandboxBadge(broker),
     h("span", { class: "pill-state" }, connected ? "connected" : reasonShort(c.reason).toLowerCase() || "disconnected"),
     connected && since ? h("span", { class: "pill-detail" }, `· ${fmtAgo(since)}`) : null,
     !connected ? h("span", { class: "pill-action" }, "Connect →") : null,

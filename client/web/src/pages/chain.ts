@@ -5,6 +5,7 @@ import { alertBox, field, h, replace } from "../dom";
 import { BROKERS, brokerFromSlug, brokerName, brokerSlug, fmtGreek, fmtInt, fmtPct, fmtPrice, fmtSigned, fmtTime, nextTuesday, reasonShort } from "../format";
 import { gate } from "../gate";
 import { navigate, replaceQuery, type Page } from "../router";
+import { sandboxSlot } from "../sandbox";
 import { connStore } from "../state";
 
 export const UNDERLYINGS: Record<number, { key: string; label: string }[]> = {
@@ -53,8 +54,10 @@ export const chainPage: Page = (root, query) => {
     if (want && !list.some((u) => u.key === want)) underlyingSel.append(h("option", { value: want, selected: true }, want));
   };
   fillUnderlyings(query.get("underlying"));
+  const badge = sandboxSlot(() => broker);
   brokerSel.addEventListener("change", () => {
     broker = brokerFromSlug(brokerSel.value) ?? Broker.UPSTOX;
+    badge.refresh();
     fillUnderlyings();
   });
   const expiry = h("input", { id: "chain-expiry", "data-testid": "chain-expiry", type: "date", required: true, value: query.get("expiry") || nextTuesday() });
@@ -218,7 +221,7 @@ export const chainPage: Page = (root, query) => {
     h("label", { class: "check" }, greeks, " All columns"),
     h("div", { class: "actions" }, loadBtn),
   );
-  root.append(h("h1", null, "Option chain"), form, status, summary, toolbar, wrap);
+  root.append(h("h1", null, "Option chain", " ", badge.el), form, status, summary, toolbar, wrap);
   void load();
   return () => ac?.abort();
 };

@@ -6,6 +6,7 @@ import { BROKERS, brokerFromSlug, brokerName, fmtAgo, fmtTime, reasonLabel, reas
 import { gate, startLogin } from "../gate";
 import { replaceQuery, type Page } from "../router";
 import { prefs, returnTo } from "../session";
+import { sandboxBadge } from "../sandbox";
 import { connStore } from "../state";
 
 // #/auth: the broker connections, the OAuth return (?connected= or
@@ -82,6 +83,17 @@ export const connectionsPage: Page = (root, query) => {
 function card(broker: Broker, c: Connection | undefined, flash: HTMLElement): HTMLElement {
   const { slug } = BROKERS.find((b) => b.broker === broker)!;
   const name = brokerName(broker);
+  if (c?.notConfigured) {
+    // The gateway does not offer this broker: say so and what the operator
+    // sets; there is nothing to press.
+    return h(
+      "section",
+      { class: "card broker-card is-off", id: `broker-${slug}`, "data-testid": `broker-card-${slug}`, "data-state": "not-configured" },
+      h("header", { class: "card-head" }, h("h2", null, name), h("span", { class: "badge", "data-testid": `state-${slug}` }, "Not offered")),
+      h("p", { class: "muted", "data-testid": `not-configured-${slug}` }, `${name} is not offered on this gateway. Ask its operator to configure a ${name} app.`),
+      h("p", { class: "muted small" }, c.notConfigured),
+    );
+  }
   const isConnected = c?.state === ConnectionState.CONNECTED;
   const never = !isConnected && c?.reason === DisconnectReason.NOT_CONNECTED;
   const account = h("input", {
@@ -159,11 +171,11 @@ function card(broker: Broker, c: Connection | undefined, flash: HTMLElement): HT
     h(
       "header",
       { class: "card-head" },
-      h("h2", null, name),
+      h("div", { class: "card-title" }, h("h2", null, name), sandboxBadge(broker)),
       h("span", { class: `badge ${isConnected ? "badge-ok" : never ? "" : c ? "badge-bad" : ""}`, "data-testid": `state-${slug}` }, never ? "Not connected" : state),
     ),
     rows.length ? h("dl", { class: "facts" }, rows.flatMap(([k, v]) => [h("dt", null, k), h("dd", null, v)])) : null,
-    h("details", { class: "sandbox-opts", open: !!prefs.get(`sandboxAccount.${slug}`) }, h("summary", null, "Sandbox broker options"), h("label", { class: "field" }, h("span", { class: "field-label" }, "Sandbox account"), account, h("span", { class: "field-hint" }, "Only for the sandbox broker: log in as this test account."))),
+    !c?.sandbox ? null : h("details", { class: "sandbox-opts", open: !!prefs.get(`sandboxAccount.${slug}`) }, h("summary", null, "Sandbox broker options"), h("label", { class: "field" }, h("span", { class: "field-label" }, "Sandbox account"), account, h("span", { class: "field-hint" }, "Only for the sandbox broker: log in as this test account."))),
     err,
     h("div", { class: "actions" }, connectBtn, disconnectBtn),
   );

@@ -3,6 +3,7 @@ import { FeedMode, UpstreamState, type Tick } from "@gen/feedgate/v1/market_data
 import { marketData } from "../api";
 import { alertBox, field, h, replace, sleep } from "../dom";
 import { BROKERS, brokerFromSlug, brokerName, brokerSlug, fmtAgo, fmtClock, fmtGreek, fmtInt, fmtPct, fmtPrice, fmtSigned, tsDate } from "../format";
+import { sandboxSlot } from "../sandbox";
 import { gate } from "../gate";
 import { replaceQuery, type Page } from "../router";
 import { UNDERLYINGS } from "./chain";
@@ -63,8 +64,10 @@ export const ticksPage: Page = (root, query) => {
       h("a", { href: "#/chain", class: "small" }, "Pick options from the chain →"),
     );
   fillQuick();
+  const badge = sandboxSlot(() => broker);
   brokerSel.addEventListener("change", () => {
     broker = brokerFromSlug(brokerSel.value) ?? Broker.UPSTOX;
+    badge.refresh();
     fillQuick();
   });
 
@@ -328,7 +331,7 @@ export const ticksPage: Page = (root, query) => {
     h("div", { class: "actions" }, startBtn, stopBtn),
   );
 
-  root.append(h("h1", null, "Live ticks"), form, statusBar, detailEl, h("div", { class: "table-wrap" }, table));
+  root.append(h("h1", null, "Live ticks", " ", badge.el), form, statusBar, detailEl, h("div", { class: "table-wrap" }, table));
 
   // Opened with instruments (from the chain, or back from a reconnect):
   // start at once, unless this broker is waiting for a login.

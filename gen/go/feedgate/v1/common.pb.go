@@ -362,8 +362,17 @@ type Connection struct {
 	BrokerUserId string `protobuf:"bytes,9,opt,name=broker_user_id,json=brokerUserId,proto3" json:"broker_user_id,omitempty"`
 	// Increases by one with every successful login.
 	TokenGeneration int64 `protobuf:"varint,10,opt,name=token_generation,json=tokenGeneration,proto3" json:"token_generation,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// True when this gateway serves the broker with its sandbox: synthetic
+	// prices and every login approved, no real broker account behind it.
+	// Clients must show it wherever they show the broker's data.
+	Sandbox bool `protobuf:"varint,11,opt,name=sandbox,proto3" json:"sandbox,omitempty"`
+	// Set when this gateway does not offer the broker at all: why, and what
+	// the operator sets to offer it. The connection is then DISCONNECTED
+	// (NOT_CONNECTED) and every call for the broker fails with
+	// FailedPrecondition and this message.
+	NotConfigured string `protobuf:"bytes,12,opt,name=not_configured,json=notConfigured,proto3" json:"not_configured,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Connection) Reset() {
@@ -466,6 +475,20 @@ func (x *Connection) GetTokenGeneration() int64 {
 	return 0
 }
 
+func (x *Connection) GetSandbox() bool {
+	if x != nil {
+		return x.Sandbox
+	}
+	return false
+}
+
+func (x *Connection) GetNotConfigured() string {
+	if x != nil {
+		return x.NotConfigured
+	}
+	return ""
+}
+
 var File_feedgate_v1_common_proto protoreflect.FileDescriptor
 
 const file_feedgate_v1_common_proto_rawDesc = "" +
@@ -480,7 +503,7 @@ const file_feedgate_v1_common_proto_rawDesc = "" +
 	"\vRateLimited\x12+\n" +
 	"\x06broker\x18\x01 \x01(\x0e2\x13.feedgate.v1.BrokerR\x06broker\x12:\n" +
 	"\vretry_after\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\n" +
-	"retryAfter\"\xa6\x04\n" +
+	"retryAfter\"\xe7\x04\n" +
 	"\n" +
 	"Connection\x12+\n" +
 	"\x06broker\x18\x01 \x01(\x0e2\x13.feedgate.v1.BrokerR\x06broker\x122\n" +
@@ -494,7 +517,9 @@ const file_feedgate_v1_common_proto_rawDesc = "" +
 	"last_error\x18\b \x01(\tR\tlastError\x12$\n" +
 	"\x0ebroker_user_id\x18\t \x01(\tR\fbrokerUserId\x12)\n" +
 	"\x10token_generation\x18\n" +
-	" \x01(\x03R\x0ftokenGeneration*E\n" +
+	" \x01(\x03R\x0ftokenGeneration\x12\x18\n" +
+	"\asandbox\x18\v \x01(\bR\asandbox\x12%\n" +
+	"\x0enot_configured\x18\f \x01(\tR\rnotConfigured*E\n" +
 	"\x06Broker\x12\x16\n" +
 	"\x12BROKER_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rBROKER_UPSTOX\x10\x01\x12\x10\n" +
