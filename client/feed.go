@@ -3,12 +3,12 @@ package client
 import (
 	"context"
 	"errors"
-	"math/rand/v2"
 	"time"
 
 	"connectrpc.com/connect"
 
 	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
+	"github.com/feedgate/feedgate/internal/backoff"
 )
 
 // Default backoff of Subscribe between reconnection attempts.
@@ -138,7 +138,7 @@ func (c *Client) Subscribe(ctx context.Context, req *feedgatev1.StreamMarketFeed
 			failures = 0
 		}
 		failures++
-		delay := backoff(base, ceiling, failures)
+		delay := backoff.Full(failures-1, base, ceiling, nil)
 		if ra, ok := RetryAfter(err); ok && ra > delay {
 			delay = ra
 		}
@@ -229,14 +229,4 @@ func retryable(err error) bool {
 		return !connect.IsWireError(ce)
 	}
 	return false
-}
-
-// backoff returns a random delay in [0, min(ceiling, base*2^(failures-1))].
-func backoff(base, ceiling time.Duration, failures int) time.Duration {
-	limit := base
-	for i := 1; i < failures && limit < ceiling; i++ {
-		limit *= 2
-	}
-	limit = min(limit, ceiling)
-	return rand.N(limit + 1)
 }

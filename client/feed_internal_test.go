@@ -5,24 +5,11 @@ import (
 	"errors"
 	"io"
 	"testing"
-	"time"
 
 	"connectrpc.com/connect"
 
 	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
 )
-
-func TestBackoffIsFullJitterWithinTheCap(t *testing.T) {
-	base, ceiling := 250*time.Millisecond, 30*time.Second
-	for failures := 1; failures < 40; failures++ {
-		limit := min(ceiling, base<<min(failures-1, 20))
-		for range 50 {
-			if d := backoff(base, ceiling, failures); d < 0 || d > limit {
-				t.Fatalf("backoff(failures=%d) = %v, want within [0, %v]", failures, d, limit)
-			}
-		}
-	}
-}
 
 func TestRetryable(t *testing.T) {
 	wire := func(code connect.Code) error {

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"time"
 
+	"github.com/feedgate/feedgate/internal/backoff"
 	"github.com/feedgate/feedgate/server/ratelimit"
 )
 
@@ -127,7 +127,8 @@ func (c *Caller) Do(ctx context.Context, req Request, decode func(body []byte) e
 		case e.Class == ClassRateLimited:
 			wait = e.RetryAfter
 		case e.Class == ClassUpstream && (e.HTTPStatus == 0 || e.HTTPStatus >= 500):
-			wait = c.jitter(orDefault(c.BaseBackoff, DefaultBaseBackoff) << (attempt - 1))
+			base := orDefault(c.BaseBackoff, DefaultBaseBackoff)
+			wait = backoff.Full(attempt-1, base, base<<MaxAttempts, c.Jitter)
 		default:
 			return e
 		}
@@ -272,16 +273,6 @@ func (c *Caller) sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-func (c *Caller) jitter(ceiling time.Duration) time.Duration {
-	if ceiling <= 0 {
-		return 0
-	}
-	if c.Jitter != nil {
-		return c.Jitter(ceiling)
-	}
-	return rand.N(ceiling)
 }
 
 func orDefault[T comparable](v, def T) T {

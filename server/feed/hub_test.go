@@ -278,15 +278,6 @@ func TestReconnectBackoffAndStatus(t *testing.T) {
 	st.Close()
 }
 
-func TestBackoffCaps(t *testing.T) {
-	id := func(c time.Duration) time.Duration { return c }
-	for attempt, want := range map[int]time.Duration{0: 250 * time.Millisecond, 3: 2 * time.Second, 7: 30 * time.Second, 100: 30 * time.Second} {
-		if got := Backoff(attempt, DefaultBackoffBase, DefaultBackoffCap, id); got != want {
-			t.Errorf("Backoff(%d) ceiling = %v, want %v", attempt, got, want)
-		}
-	}
-}
-
 func TestAuthDeadOnDialEndsOnlyThatUser(t *testing.T) {
 	checkLeaks(t)
 	e := newFakeEnv(t)

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	feedgatev1 "github.com/feedgate/feedgate/gen/go/feedgate/v1"
+	"github.com/feedgate/feedgate/internal/backoff"
 	"github.com/feedgate/feedgate/server/broker"
 	"github.com/feedgate/feedgate/server/connections"
 )
@@ -343,7 +344,7 @@ func (u *upstream) run() {
 		}
 		log.Info("feed: upstream lost, reconnecting", "err", err, "attempt", attempt+1)
 		u.setState(feedgatev1.UpstreamState_UPSTREAM_STATE_RECONNECTING)
-		d := Backoff(attempt, u.hub.cfg.BackoffBase, u.hub.cfg.BackoffCap, u.hub.cfg.Jitter)
+		d := backoff.Full(attempt, u.hub.cfg.BackoffBase, u.hub.cfg.BackoffCap, u.hub.cfg.Jitter)
 		if be, ok := broker.AsError(err); ok && be.Class == broker.ClassRateLimited {
 			d = max(d, be.RetryAfter)
 		}
