@@ -123,7 +123,7 @@ type FeedLimits struct {
 	Total    int
 }
 
-// Upstox v3 feed limits per connection (brokers.md §1.7).
+// Upstox v3 feed limits per connection (docs/brokers/upstox.md §6.4).
 const (
 	UpstoxFeedLimitLTPC                 = 5000
 	UpstoxFeedLimitOptionGreeks         = 3000
@@ -134,7 +134,7 @@ const (
 )
 
 // FyersFeedLimit is the most symbols one Fyers feed connection carries
-// (brokers.md §2.7).
+// (docs/brokers/fyers.md §6.8).
 const FyersFeedLimit = 5000
 
 // UpstoxFeedLimits are the Upstox v3 feed's limits.

@@ -92,7 +92,7 @@ func dialFeedURL(ctx context.Context, uri string, idle time.Duration) (*feedConn
 		e := &broker.Error{Broker: broker.Upstox, Class: broker.ClassUpstream, Op: "feed connect", Message: "feed handshake failed", Err: err}
 		if resp != nil {
 			e.HTTPStatus = resp.StatusCode
-			// brokers.md §1.7: a dead token fails the handshake with 401;
+			// docs/brokers/upstox.md §6.6: a dead token fails the handshake with 401;
 			// 403 follows a rejected URL or token. The URL was fresh, so
 			// both mean the token is not accepted.
 			if resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden {
@@ -223,7 +223,7 @@ func (fc *feedConn) Close() error {
 }
 
 // decoder turns FeedResponse messages into ticks straight from the wire
-// (field numbers from brokers.md §1.7), without building the generated
+// (field numbers from docs/brokers/upstox.md §6.3), without building the generated
 // message tree: no allocation per message once its buffers and the key
 // table are warm. Not safe for concurrent use.
 type decoder struct {

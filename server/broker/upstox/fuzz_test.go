@@ -12,8 +12,8 @@ import (
 	"github.com/feedgate/feedgate/server/broker"
 )
 
-// classifySeeds are the response shapes of TestClassification (brokers.md
-// §1.8–1.10) plus success bodies of every call, as (status, Retry-After,
+// classifySeeds are the response shapes of TestClassification (docs/brokers/upstox.md
+// §4) plus success bodies of every call, as (status, Retry-After,
 // body).
 func classifySeeds(f *testing.F) {
 	seeds := []struct {

@@ -7,7 +7,7 @@ import (
 	"unicode/utf8"
 )
 
-// segments are the instrument key segments Upstox knows (brokers.md §1.10).
+// segments are the instrument key segments Upstox knows (docs/brokers/upstox.md §3.2).
 var segments = map[string]bool{
 	"NSE_EQ": true, "NSE_INDEX": true, "NSE_FO": true, "NCD_FO": true,
 	"BSE_EQ": true, "BSE_INDEX": true, "BSE_FO": true, "BCD_FO": true,

@@ -21,11 +21,11 @@ import (
 const DefaultBaseURL = "https://api.upstox.com"
 
 // apiVersionHeader is sent on v2 calls as the SDK does. UNCONFIRMED whether
-// it is still needed (brokers.md §1.1).
+// it is still needed (docs/brokers/upstox.md §3.1).
 const apiVersionHeader = "2.0"
 
 // DefaultLimits are the per-user rates of the standard APIs. UNCONFIRMED
-// (brokers.md §1.9): the rate-limiting page could not be read.
+// (docs/brokers/upstox.md §5): the rate-limiting page could not be read.
 var DefaultLimits = []ratelimit.Window{
 	{N: 50, Per: time.Second},
 	{N: 500, Per: time.Minute},

@@ -82,7 +82,7 @@ func problemBody(code, prop string, snake bool) string {
 }
 
 // TestClassification runs one call per row of the error table through a
-// fake transport, with the response shapes of brokers.md.
+// fake transport, with the response shapes of docs/brokers/upstox.md §3–§4.
 func TestClassification(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

@@ -1,5 +1,5 @@
 // Upstox Market Data Feed V3 wire format, written by feedgate from the field
-// list in shared/brokers.md (package, message names, field names, numbers and
+// list in docs/brokers/upstox.md §6.3 (package, message names, field names, numbers and
 // enum values are Upstox's own, so this file is exempt from buf's STANDARD
 // lint). It is internal to the Upstox adapter and the sandbox broker and is
 // not part of feedgate's public API.
