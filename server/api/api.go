@@ -24,8 +24,8 @@ type Deps struct {
 	// Offers says what serves each broker. A broker absent from it with a
 	// client in Brokers is a real broker app.
 	Offers map[broker.Kind]Offer
-	Store   store.Store
-	Logger  *slog.Logger
+	Store  store.Store
+	Logger *slog.Logger
 	// Drain is cancelled when the server begins to shut down: open streams
 	// end cleanly.
 	Drain context.Context
